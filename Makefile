@@ -1,0 +1,91 @@
+# Entry points of the Celery production stack bundle. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+WHEELS   := wheelhouse
+ROLES    := $(sort $(notdir $(wildcard roles/*)))
+ROLE     ?=
+PYTEST   := $(BIN)/pytest
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv lock engine base-image host-images compose wheels lint \
+        unit integration test-fast molecule molecule-all test up clean-wheels
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- toolchain --------------------------------------------------------------
+venv: $(STAMP) ## Create .venv with the pinned dev tools and worker_app (editable)
+
+$(STAMP): requirements/dev.txt requirements/runtime.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+lock: ## Re-resolve requirements/*.in into the pinned requirements/*.txt
+	tools/lock.sh
+
+# --- docker -----------------------------------------------------------------
+engine: ## Make sure a Docker engine answers (installs/starts dockerd as root on Debian)
+	docker/ensure-engine.sh
+
+base-image: engine ## debian:bookworm-slim and debian:trixie-slim (pulled, or built with debootstrap)
+	docker/base-image.sh bookworm trixie
+
+host-images: engine ## celery-stack/host:{bookworm,trixie}: Ansible-manageable Debian hosts
+	docker/host-images.sh bookworm trixie
+
+compose: venv ## Print the Docker Compose v2 command in use
+	@docker/compose.sh
+
+# --- the artifact ------------------------------------------------------------
+wheels: $(WHEELS)/.built ## Build the wheelhouse (worker_app + pinned runtime deps)
+
+$(WHEELS)/.built: $(STAMP) requirements/runtime.txt pyproject.toml $(shell find worker_app -name '*.py' -o -name py.typed)
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(BIN)/pip wheel -q --wheel-dir $(WHEELS) -r requirements/runtime.txt
+	$(BIN)/pip wheel -q --no-deps --wheel-dir $(WHEELS) .
+	cp requirements/runtime.txt $(WHEELS)/requirements.txt
+	touch $@
+
+# --- checks --------------------------------------------------------------------
+lint: $(STAMP) ## ansible-lint (production), yamllint, ruff, mypy --strict
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	tools/check-no-mirror-hosts.sh
+
+unit: $(STAMP) ## Unit tests (pure logic)
+	$(PYTEST) tests/unit
+
+integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers
+	$(PYTEST) tests/integration
+
+test-fast: lint unit integration ## lint + unit + integration
+
+molecule: $(STAMP) host-images ## One role's molecule scenario: make molecule ROLE=supervisor
+	@test -n "$(ROLE)" || { echo "usage: make molecule ROLE=<$(ROLES)>" >&2; exit 2; }
+	@test -d roles/$(ROLE)/molecule || { echo "roles/$(ROLE) has no molecule scenario" >&2; exit 2; }
+	cd roles/$(ROLE) && NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
+
+molecule-all: $(STAMP) host-images ## Every role's molecule scenario
+	@for role in $(ROLES); do $(MAKE) --no-print-directory molecule ROLE=$$role || exit 1; done
+
+test: test-fast molecule-all ## Everything CI proves
+
+up: ## (not built yet) the whole stack in local docker
+	@echo "make up is not built yet: it will start Redis, the four worker pools, Beat, Flower," >&2
+	@echo "the exporters, Prometheus and Grafana in docker on 127.0.0.1 (see README)." >&2
+	@exit 2
+
+clean-wheels: ## Remove the wheelhouse
+	rm -rf $(WHEELS)
