@@ -10,4 +10,6 @@ DEFAULT_QUEUE = "default"
 
 def celery_queues() -> tuple[Queue, ...]:
     """Kombu queue declarations, one direct exchange per queue name."""
-    return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES)
+    return tuple(
+        Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES
+    )
