@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
-from worker_app.queues import DEFAULT_QUEUE, celery_queues
-from worker_app.settings import Settings
+from worker_app import json_logging
+from worker_app.headers import stamp_headers
+from worker_app.pools import longest_time_limit
+from worker_app.queues import DEFAULT_QUEUE, QUEUE_NAMES, celery_queues
+from worker_app.settings import Settings, SettingsError
 
 BUILTIN_TASK_MODULES: tuple[str, ...] = ("worker_app.tasks",)
+
+#: Beat's housekeeping schedule (seconds).
+MAINTENANCE_SCHEDULE: dict[str, dict[str, Any]] = {
+    "trim-dead-letters": {
+        "task": "worker_app.maintenance.trim_dlq",
+        "schedule": 300.0,
+        "options": {"queue": "low", "expires": 290},
+    },
+}
+
+
+def route_by_class(
+    name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any
+) -> dict[str, str] | None:
+    """Route a task to the queue its class declares (``queue = "critical"``)."""
+    queue = getattr(task, "queue", None)
+    if queue in QUEUE_NAMES:
+        return {"queue": queue}
+    return None
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -17,29 +39,70 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            # Deliver by priority within a queue: 0 (highest) .. 9, 4 steps.
+            "queue_order_strategy": "priority",
+            "priority_steps": [0, 3, 6, 9],
+            "sep": ":",
+        },
         "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        "worker_consumer": "worker_app.dlq.consumer:DeadLetteringConsumer",
+        "worker_hijack_root_logger": False,
         "task_queues": celery_queues(),
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_exchange": DEFAULT_QUEUE,
         "task_default_routing_key": DEFAULT_QUEUE,
+        "task_routes": (route_by_class,),
         "task_track_started": True,
+        "task_send_sent_event": True,
+        "result_expires": 24 * 3600,
+        "beat_schedule": MAINTENANCE_SCHEDULE,
         "enable_utc": True,
         "timezone": "UTC",
     }
 
 
+def validate(settings: Settings) -> None:
+    """Cross-field rules: a message must not be re-delivered while it still runs."""
+    longest = longest_time_limit()
+    if settings.visibility_timeout <= longest + 60:
+        raise SettingsError(
+            f"WORKER_APP_VISIBILITY_TIMEOUT={settings.visibility_timeout} must exceed the longest "
+            f"pool time limit ({longest}s) by more than 60s, or Redis re-delivers running tasks"
+        )
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     """Create the Celery app with the bundle's configuration and task modules."""
     settings = settings or Settings.from_env()
-    app = Celery("worker_app")
+    validate(settings)
+    app = Celery("worker_app", include=[*BUILTIN_TASK_MODULES, *settings.task_modules])
     app.conf.update(celery_config(settings))
-    app.conf.include = [*BUILTIN_TASK_MODULES, *settings.task_modules]
+    app.worker_app_settings = settings
     return app
+
+
+@signals.before_task_publish.connect  # type: ignore[untyped-decorator]  # Celery is untyped
+def _stamp_publish_headers(
+    headers: dict[str, Any] | None = None, routing_key: str | None = None, **_: Any
+) -> None:
+    if headers is not None:
+        stamp_headers(headers, routing_key)
+
+
+@signals.setup_logging.connect  # type: ignore[untyped-decorator]  # Celery is untyped
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    settings = Settings.from_env()
+    json_logging.configure(loglevel or "INFO", settings.log_format, settings.pool)

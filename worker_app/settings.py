@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -10,7 +11,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -31,22 +32,60 @@ def _csv(raw: str | None) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """What a worker_app process needs to know about its environment."""
+    """What a worker_app process needs to know about its environment.
+
+    Every field has an environment variable (see ``from_env``); the README's
+    configuration table lists them.
+    """
 
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str | None = None
+    # Redis for worker_app's own keys (DLQ, idempotency, breakers, rate limits);
+    # the broker's Redis when unset, so the DLQ shares the broker's persistence.
+    redis_url: str | None = None
+    key_prefix: str = "worker_app"
     visibility_timeout: int = 3600
     task_modules: tuple[str, ...] = field(default_factory=tuple)
+    dlq_max_entries: int = 10_000
+    dlq_max_age: int = 180 * 24 * 3600
+    death_handlers: tuple[str, ...] = field(default_factory=tuple)
+    log_format: str = "json"
+    pool: str = ""
+
+    @property
+    def state_redis_url(self) -> str:
+        """The Redis that holds worker_app's own keys."""
+        return self.redis_url or self.broker_url
+
+    @property
+    def max_countdown(self) -> int:
+        """Longest retry delay allowed: a delayed message waits unacked in Redis, so
+        it must become due well before ``visibility_timeout`` re-delivers it."""
+        return self.visibility_timeout // 2
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: ``os.environ``)."""
-        source = dict(os.environ if env is None else env)
+        source = os.environ if env is None else env
+        log_format = source.get("WORKER_APP_LOG_FORMAT") or cls.log_format
+        if log_format not in ("json", "text"):
+            raise SettingsError(
+                f"WORKER_APP_LOG_FORMAT must be 'json' or 'text', got {log_format!r}"
+            )
         return cls(
             broker_url=source.get("CELERY_BROKER_URL") or cls.broker_url,
             result_backend=source.get("CELERY_RESULT_BACKEND") or None,
+            redis_url=source.get("WORKER_APP_REDIS_URL") or None,
+            key_prefix=source.get("WORKER_APP_KEY_PREFIX") or cls.key_prefix,
             visibility_timeout=_int(
                 source, "WORKER_APP_VISIBILITY_TIMEOUT", cls.visibility_timeout, minimum=60
             ),
             task_modules=_csv(source.get("WORKER_APP_TASK_MODULES")),
+            dlq_max_entries=_int(
+                source, "WORKER_APP_DLQ_MAX_ENTRIES", cls.dlq_max_entries, minimum=1
+            ),
+            dlq_max_age=_int(source, "WORKER_APP_DLQ_MAX_AGE", cls.dlq_max_age, minimum=60),
+            death_handlers=_csv(source.get("WORKER_APP_DEATH_HANDLERS")),
+            log_format=log_format,
+            pool=source.get("WORKER_APP_POOL", ""),
         )

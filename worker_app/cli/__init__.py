@@ -1,0 +1,27 @@
+"""The ``worker-app`` command line: workers, the DLQ and inspection."""
+
+from __future__ import annotations
+
+import click
+
+from worker_app import __version__
+from worker_app.cli.dlq import dlq
+from worker_app.cli.inspect import inspect, ping, pools
+from worker_app.cli.worker import worker
+
+
+@click.group()
+@click.version_option(__version__, prog_name="worker-app")
+def main() -> None:
+    """Operate the Celery workers of the Celery production stack bundle.
+
+    The broker is read from CELERY_BROKER_URL."""
+
+
+main.add_command(worker)
+main.add_command(dlq)
+main.add_command(ping)
+main.add_command(pools)
+main.add_command(inspect)
+
+__all__ = ["main"]

@@ -1,0 +1,218 @@
+"""``worker-app dlq``: inspect, replay and remove dead-lettered tasks."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import click
+
+from worker_app.dlq.entry import DeadLetter
+from worker_app.dlq.replay import NotReplayableError, replay
+from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
+from worker_app.dlq.writer import store_for
+from worker_app.settings import Settings
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h, 7d or 2w")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def _store() -> DeadLetterStore:
+    return store_for(Settings.from_env())
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: str | None, width: int) -> str:
+    text = (text or "-").replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _load_all(store: DeadLetterStore, ids: tuple[str, ...]) -> list[DeadLetter]:
+    """Every entry of ``ids``, or a clean error naming the unknown ones (nothing done)."""
+    entries, unknown = [], []
+    for entry_id in ids:
+        try:
+            entries.append(store.get(entry_id))
+        except UnknownEntryError:
+            unknown.append(entry_id)
+    if unknown:
+        raise click.ClickException(
+            f"no dead-letter entry with id: {', '.join(unknown)} (nothing changed)"
+        )
+    return entries
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter queue: tasks that failed for good, kept for inspection and replay."""
+
+
+@dlq.command("list")
+@click.option("--queue", help="Only entries from this queue.")
+@click.option("--task", "task_name", help="Only entries of this task name.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one array).")
+def list_entries(queue: str | None, task_name: str | None, limit: int, as_json: bool) -> None:
+    """List entries, newest first."""
+    entries = []
+    for entry in _store().iter_entries(queue=queue, task=task_name):
+        entries.append(entry)
+        if len(entries) >= limit:
+            break
+    if as_json:
+        click.echo(json.dumps([asdict(e) for e in entries], indent=2, default=str))
+        return
+    if not entries:
+        click.echo("no dead-letter entries")
+        return
+    click.echo(
+        f"{'ID':<36}  {'FAILED AT (UTC)':<19}  {'QUEUE':<8}  {'TASK':<28}  {'REASON':<17}  ERROR"
+    )
+    for e in entries:
+        click.echo(
+            f"{_short(e.id, 36):<36}  {_when(e.failed_at):<19}  {_short(e.queue, 8):<8}  "
+            f"{_short(e.task_name, 28):<28}  {e.reason:<17}  "
+            f"{_short(f'{e.exception_type}: {e.exception_message}', 60)}"
+        )
+
+
+@dlq.command()
+@click.argument("entry_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(entry_id: str, as_json: bool) -> None:
+    """Show one entry in full."""
+    (entry,) = _load_all(_store(), (entry_id,))
+    if as_json:
+        click.echo(json.dumps(asdict(entry), indent=2, default=str))
+        return
+    for key, value in asdict(entry).items():
+        if key == "traceback":
+            continue
+        shown = value
+        if key in ("failed_at", "first_published_at"):
+            shown = f"{_when(value)} UTC" if value else "-"
+        click.echo(f"{key + ':':<20} {shown}")
+    if entry.traceback:
+        click.echo("traceback:\n" + entry.traceback.rstrip())
+
+
+@dlq.command("replay")
+@click.argument("entry_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every (matching) entry.")
+@click.option("--queue", help="With --all: only entries from this queue.")
+@click.option("--task", "task_name", help="With --all: only entries of this task name.")
+def replay_cmd(
+    entry_ids: tuple[str, ...], replay_all: bool, queue: str | None, task_name: str | None
+) -> None:
+    """Publish entries again to their original queue with their original arguments.
+
+    A replay starts with a fresh retry budget; an entry is removed only after its
+    publish succeeded."""
+    if bool(entry_ids) == replay_all:
+        raise click.UsageError("give entry ids or --all (not both)")
+    if (queue or task_name) and not replay_all:
+        raise click.UsageError("--queue and --task filter --all")
+    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+
+    store = _store()
+    if replay_all:
+        entries = [e for e in store.iter_entries(queue=queue, task=task_name, newest_first=False)]
+        entries = [e for e in entries if e.replayable]
+    else:
+        entries = _load_all(store, entry_ids)
+        refused = [e.id for e in entries if not e.replayable]
+        if refused:
+            raise click.ClickException(
+                f"not replayable (no task to publish): {', '.join(refused)} (nothing changed)"
+            )
+    started = time.monotonic()
+    replayed = kept = 0
+    for entry in entries:
+        try:
+            removed = replay(store, app, entry)
+        except NotReplayableError as exc:
+            raise click.ClickException(str(exc)) from None
+        replayed += 1
+        kept += not removed
+        click.echo(f"replayed {entry.id} -> {entry.queue} ({entry.task_name})")
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"{replayed} replayed in {elapsed:.2f}s"
+        + (f"; {kept} kept (died again meanwhile)" if kept else "")
+    )
+
+
+@dlq.command()
+@click.argument("entry_ids", nargs=-1, required=True)
+def delete(entry_ids: tuple[str, ...]) -> None:
+    """Delete entries (all ids must exist, or nothing is deleted)."""
+    store = _store()
+    entries = _load_all(store, entry_ids)
+    for entry in entries:
+        store.remove(entry.id)
+        click.echo(f"deleted {entry.id}")
+
+
+@dlq.command()
+@click.option("--older-than", "older_than", help="Only entries that failed longer ago (e.g. 7d).")
+@click.option("--yes", is_flag=True, help="Do not ask (required without a terminal).")
+def purge(older_than: str | None, yes: bool) -> None:
+    """Delete all entries, or those older than a duration."""
+    seconds = parse_duration(older_than) if older_than else None
+    store = _store()
+    what = f"entries older than {older_than}" if older_than else f"all {len(store)} entries"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to purge {what} without --yes")
+        click.confirm(f"Purge {what}?", abort=True)
+    removed = store.purge(older_than=seconds)
+    click.echo(f"purged {removed} entries")
+
+
+@dlq.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(as_json: bool) -> None:
+    """Counts by queue and task, and the oldest entry's age."""
+    result = _store().stats()
+    age = time.time() - result.oldest_failed_at if result.oldest_failed_at else None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "total": result.total,
+                    "by_queue": result.by_queue(),
+                    "by_queue_and_task": [
+                        {"queue": q, "task": t, "count": n}
+                        for (q, t), n in sorted(result.by_queue_and_task.items())
+                    ],
+                    "oldest_failed_at": result.oldest_failed_at,
+                    "oldest_age_seconds": age,
+                },
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"total: {result.total}")
+    if age is not None:
+        click.echo(f"oldest: {_when(result.oldest_failed_at)} UTC ({age / 3600:.1f} h ago)")
+    if result.by_queue_and_task:
+        click.echo(f"{'QUEUE':<10} {'TASK':<40} {'COUNT':>6}")
+        for (queue, task), count in sorted(result.by_queue_and_task.items()):
+            click.echo(f"{queue or '-':<10} {task or '-':<40} {count:>6}")

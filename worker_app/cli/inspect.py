@@ -1,0 +1,67 @@
+"""Inspection helpers: broker ping, pool definitions, live workers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from worker_app.pools import POOLS
+
+
+@click.command()
+def ping() -> None:
+    """Check that the broker named by CELERY_BROKER_URL answers."""
+    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+    click.echo(f"broker ok: {app.conf.broker_url.split('@')[-1]}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def pools(as_json: bool) -> None:
+    """List the pool definitions (queues, concurrency, limits)."""
+    if as_json:
+        click.echo(json.dumps({name: asdict(pool) for name, pool in POOLS.items()}, indent=2))
+        return
+    click.echo(f"{'POOL':<10} {'QUEUES':<12} {'PROCS':>5} {'SOFT':>6} {'HARD':>6} {'MAX TASKS':>9}")
+    for pool in POOLS.values():
+        click.echo(
+            f"{pool.name:<10} {','.join(pool.queues):<12} {pool.concurrency:>5} "
+            f"{pool.soft_time_limit:>6} {pool.time_limit:>6} {pool.max_tasks_per_child:>9}"
+        )
+
+
+@click.command()
+@click.argument("what", type=click.Choice(["ping", "active", "reserved", "stats", "queues"]))
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect(what: str, timeout: float, as_json: bool) -> None:
+    """Ask the running workers (ping, active, reserved, stats, queues)."""
+    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+
+    control = app.control.inspect(timeout=timeout)
+    method = {"queues": "active_queues"}.get(what, what)
+    replies = getattr(control, method)() or {}
+    if not replies:
+        raise click.ClickException("no worker replied")
+    if as_json:
+        click.echo(json.dumps(replies, indent=2, default=str))
+        return
+    for node, reply in sorted(replies.items()):
+        if what == "ping":
+            click.echo(f"{node}: {reply.get('ok', reply)}")
+        elif what in ("active", "reserved"):
+            click.echo(f"{node}: {len(reply)} task(s)")
+            for task in reply:
+                click.echo(f"  {task.get('name')}[{task.get('id')}] {task.get('args')}")
+        elif what == "queues":
+            click.echo(f"{node}: {', '.join(q['name'] for q in reply)}")
+        else:
+            pool = reply.get("pool", {})
+            click.echo(
+                f"{node}: processes={len(pool.get('processes', []))} total={reply.get('total')}"
+            )

@@ -1,0 +1,43 @@
+"""Publish dead-lettered tasks again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker_app.dlq.entry import DeadLetter
+from worker_app.dlq.store import DeadLetterStore
+from worker_app.headers import FIRST_PUBLISHED_AT, REPLAY_COUNT
+from worker_app.queues import DEFAULT_QUEUE
+
+
+class NotReplayableError(ValueError):
+    """The entry holds no task that can be published (e.g. an undecodable body)."""
+
+
+def replay(store: DeadLetterStore, app: Any, entry: DeadLetter) -> bool:
+    """Publish ``entry``'s task to its original queue with its original arguments
+    and task id, with a fresh retry budget; remove the entry only once the
+    publish succeeded. Returns False when the entry changed meanwhile (the
+    task died again already) and was therefore kept.
+    """
+    if not entry.replayable:
+        raise NotReplayableError(
+            f"entry {entry.id} ({entry.reason}) holds no task that can be published again"
+        )
+    headers: dict[str, Any] = {REPLAY_COUNT: entry.replay_count + 1}
+    if entry.first_published_at is not None:
+        headers[FIRST_PUBLISHED_AT] = entry.first_published_at
+    options: dict[str, Any] = {}
+    if entry.priority is not None:
+        options["priority"] = entry.priority
+    app.send_task(
+        entry.task_name,
+        args=entry.args,
+        kwargs=entry.kwargs,
+        task_id=entry.task_id or entry.id,
+        queue=entry.queue or DEFAULT_QUEUE,
+        headers=headers,
+        retries=0,
+        **options,
+    )
+    return store.remove(entry.id, expected=entry)

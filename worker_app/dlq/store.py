@@ -1,0 +1,221 @@
+"""The dead-letter store on Redis.
+
+Keys (under ``<prefix>:dlq:``):
+
+- ``entries`` hash: entry id -> entry JSON;
+- ``index`` sorted set: entry id scored by ``failed_at`` (oldest first);
+- ``counts`` hash: ``<queue>\\x1f<task>`` -> number of entries (for stats and
+  the exporter without reading every entry).
+
+Every change runs as one Lua script, so the three keys never disagree and the
+caps (count and age) are enforced atomically on each write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+from worker_app.dlq.entry import DeadLetter, EntryFormatError
+
+FIELD_SEP = "\x1f"
+
+# Shared Lua: decrement the counts field of a stored entry and delete it.
+_LUA_DROP = """
+local function field_of(raw)
+  local ok, e = pcall(cjson.decode, raw)
+  if not ok then return nil end
+  local q = e['queue']; local t = e['task_name']
+  if type(q) ~= 'string' then q = '' end
+  if type(t) ~= 'string' then t = '' end
+  return q .. '\\31' .. t
+end
+local function drop(id)
+  local raw = redis.call('HGET', KEYS[1], id)
+  if raw then
+    local f = field_of(raw)
+    if f then
+      if redis.call('HINCRBY', KEYS[3], f, -1) <= 0 then redis.call('HDEL', KEYS[3], f) end
+    end
+    redis.call('HDEL', KEYS[1], id)
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
+local function trim(min_score, max_count)
+  local removed = 0
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. min_score)
+  for _, id in ipairs(old) do drop(id); removed = removed + 1 end
+  local excess = redis.call('ZCARD', KEYS[2]) - max_count
+  if excess > 0 then
+    local ids = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+    for _, id in ipairs(ids) do drop(id); removed = removed + 1 end
+  end
+  return removed
+end
+"""
+
+# ARGV: id, json, failed_at, min_score, max_count -> {created (0/1), trimmed}
+_LUA_ADD = (
+    _LUA_DROP
+    + """
+local created = 1
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then created = 0; drop(ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[3], field_of(ARGV[2]), 1)
+local trimmed = trim(tonumber(ARGV[4]), tonumber(ARGV[5]))
+return {created, trimmed}
+"""
+)
+
+# ARGV: id, expected json ('' = any) -> 1 removed, 0 missing, -1 changed meanwhile
+_LUA_REMOVE = (
+    _LUA_DROP
+    + """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if ARGV[2] ~= '' and raw ~= ARGV[2] then return -1 end
+drop(ARGV[1])
+return 1
+"""
+)
+
+# ARGV: min_score, max_count -> number removed
+_LUA_TRIM = _LUA_DROP + "\nreturn trim(tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+
+
+class UnknownEntryError(KeyError):
+    """No entry has that id."""
+
+    def __str__(self) -> str:
+        return f"no dead-letter entry with id {self.args[0]!r}"
+
+
+@dataclass(frozen=True)
+class DlqStats:
+    """Counts of the DLQ, cheap to compute (no entry is read)."""
+
+    total: int
+    by_queue_and_task: dict[tuple[str, str], int]
+    oldest_failed_at: float | None
+
+    def by_queue(self) -> dict[str, int]:
+        """Entries per queue."""
+        result: dict[str, int] = {}
+        for (queue, _task), count in self.by_queue_and_task.items():
+            result[queue] = result.get(queue, 0) + count
+        return result
+
+
+class DeadLetterStore:
+    """Read and write dead-letter entries in Redis."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "worker_app",
+        max_entries: int = 10_000,
+        max_age: float = 180 * 24 * 3600,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        if max_age <= 0:
+            raise ValueError("max_age must be > 0")
+        self.client = client
+        self.max_entries = max_entries
+        self.max_age = max_age
+        base = f"{prefix}:dlq"
+        self.keys = [f"{base}:entries", f"{base}:index", f"{base}:counts"]
+        self._add = client.register_script(_LUA_ADD)
+        self._remove = client.register_script(_LUA_REMOVE)
+        self._trim = client.register_script(_LUA_TRIM)
+
+    # -- writing -------------------------------------------------------------
+    def add(self, entry: DeadLetter, now: float | None = None) -> bool:
+        """Store ``entry`` (replacing one with the same id) and apply the caps.
+
+        Returns True when the id was new."""
+        now = time.time() if now is None else now
+        created, _trimmed = self._add(
+            keys=self.keys,
+            args=[entry.id, entry.to_json(), repr(entry.failed_at), repr(now - self.max_age),
+                  self.max_entries],
+        )  # fmt: skip
+        return bool(created)
+
+    def remove(self, entry_id: str, expected: DeadLetter | None = None) -> bool:
+        """Delete an entry; with ``expected``, only if it is still exactly that entry
+        (a replayed task that died again meanwhile is kept). Returns True if removed."""
+        result = int(
+            self._remove(keys=self.keys, args=[entry_id, expected.to_json() if expected else ""])
+        )
+        if result == 0 and expected is None:
+            raise UnknownEntryError(entry_id)
+        return result == 1
+
+    def trim(self, now: float | None = None) -> int:
+        """Apply the count and age caps now; returns how many entries were removed."""
+        now = time.time() if now is None else now
+        return int(self._trim(keys=self.keys, args=[repr(now - self.max_age), self.max_entries]))
+
+    def purge(self, older_than: float | None = None, now: float | None = None) -> int:
+        """Remove every entry, or those that failed more than ``older_than`` seconds ago."""
+        now = time.time() if now is None else now
+        cutoff = "+inf" if older_than is None else repr(now - older_than)
+        if older_than is None:
+            count = int(self.client.zcard(self.keys[1]))
+            self.client.delete(*self.keys)
+            return count
+        return int(self._trim(keys=self.keys, args=[cutoff, 2**62]))
+
+    # -- reading -------------------------------------------------------------
+    def get(self, entry_id: str) -> DeadLetter:
+        """The entry ``entry_id`` (``UnknownEntryError`` if there is none)."""
+        raw = self.client.hget(self.keys[0], entry_id)
+        if raw is None:
+            raise UnknownEntryError(entry_id)
+        return DeadLetter.from_json(raw)
+
+    def iter_entries(
+        self, queue: str | None = None, task: str | None = None, newest_first: bool = True
+    ) -> Iterator[DeadLetter]:
+        """Entries, filtered by queue and task name, in failure order."""
+        ids: list[bytes] = self.client.zrange(self.keys[1], 0, -1, desc=newest_first)  # type: ignore[assignment]
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            for raw in self.client.hmget(self.keys[0], batch):
+                if raw is None:
+                    continue
+                try:
+                    entry = DeadLetter.from_json(raw)
+                except EntryFormatError:
+                    continue
+                if queue is not None and entry.queue != queue:
+                    continue
+                if task is not None and entry.task_name != task:
+                    continue
+                yield entry
+
+    def __len__(self) -> int:
+        return int(self.client.zcard(self.keys[1]))
+
+    def stats(self) -> DlqStats:
+        """Totals by queue and task, and the oldest entry's failure time."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zcard(self.keys[1])
+            pipe.hgetall(self.keys[2])
+            pipe.zrange(self.keys[1], 0, 0, withscores=True)
+            total, counts, oldest = pipe.execute()
+        by_qt: dict[tuple[str, str], int] = {}
+        for raw_field, raw_count in counts.items():
+            queue, _, task = raw_field.decode().partition(FIELD_SEP)
+            if int(raw_count) > 0:
+                by_qt[(queue, task)] = int(raw_count)
+        return DlqStats(
+            total=int(total),
+            by_queue_and_task=by_qt,
+            oldest_failed_at=float(oldest[0][1]) if oldest else None,
+        )

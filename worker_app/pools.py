@@ -1,0 +1,77 @@
+"""Worker pool definitions: the one place that says which queues a pool
+consumes and with which limits. ``worker-app worker --pool NAME`` reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class UnknownPoolError(KeyError):
+    """A pool name that is not defined."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown pool {self.name!r}; valid pools: {', '.join(POOLS)}"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One priority pool of Celery workers."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    max_tasks_per_child: int
+    max_memory_per_child_kb: int
+    soft_time_limit: int
+    time_limit: int
+    prefetch_multiplier: int = 1
+
+    def __post_init__(self) -> None:
+        if self.soft_time_limit >= self.time_limit:
+            raise ValueError(f"pool {self.name}: soft_time_limit must be below time_limit")
+
+    def worker_argv(self, concurrency: int | None = None, hostname: str | None = None) -> list[str]:
+        """The ``celery worker`` arguments that run this pool."""
+        return [
+            "worker",
+            "--queues", ",".join(self.queues),
+            "--concurrency", str(concurrency or self.concurrency),
+            "--max-tasks-per-child", str(self.max_tasks_per_child),
+            "--max-memory-per-child", str(self.max_memory_per_child_kb),
+            "--soft-time-limit", str(self.soft_time_limit),
+            "--time-limit", str(self.time_limit),
+            "--prefetch-multiplier", str(self.prefetch_multiplier),
+            "--hostname", hostname or f"{self.name}@%h",
+            "-O", "fair",
+        ]  # fmt: skip
+
+
+POOLS: dict[str, Pool] = {
+    pool.name: pool
+    for pool in (
+        # User-facing, latency-bound work: fast limits, recycled often.
+        Pool("critical", ("critical",), 4, 1000, 262_144, 30, 60),
+        Pool("high", ("high",), 4, 1000, 262_144, 120, 150),
+        Pool("default", ("default",), 4, 500, 393_216, 300, 330),
+        # Bulk and long-running work (LongRunningTask): few processes, long
+        # limits, recycled after few tasks to return memory.
+        Pool("low", ("low",), 2, 50, 786_432, 1800, 1860),
+    )
+}
+
+
+def get_pool(name: str) -> Pool:
+    """The pool called ``name`` (``UnknownPoolError`` lists the valid names)."""
+    try:
+        return POOLS[name]
+    except KeyError:
+        raise UnknownPoolError(name) from None
+
+
+def longest_time_limit() -> int:
+    """The longest hard time limit of any pool."""
+    return max(pool.time_limit for pool in POOLS.values())
