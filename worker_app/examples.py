@@ -7,6 +7,7 @@ test or a person can see the side effects.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -83,8 +84,9 @@ def slow(self: LongRunningTask, token: str, seconds: float) -> str:
 
 @task(base=RetryableTask, bind=True, name="examples.sleepy", max_retries=0)  # type: ignore[untyped-decorator]
 def sleepy(self: RetryableTask, token: str, seconds: float) -> str:
-    """Sleeps ``seconds`` (for crash and hard-time-limit tests)."""
+    """Sleeps ``seconds`` (for crash tests: records the pid of its process)."""
     _record(self, f"started:{token}", self.request.retries)
+    _record(self, f"pid:{token}", os.getpid())
     time.sleep(seconds)
     _record(self, f"finished:{token}", self.request.retries)
     return token
@@ -139,7 +141,7 @@ def guarded_call(self: RetryableTask, token: str, succeed: bool) -> str:
 @task(base=CriticalTask, bind=True, name="examples.notify_user")  # type: ignore[untyped-decorator]
 def notify_user(self: CriticalTask, user_id: int) -> int:
     """A fast critical-queue task."""
-    _record(self, "notified", user_id)
+    _record(self, "notified", f"{user_id} {self.settings.pool or '-'}")
     return user_id
 
 

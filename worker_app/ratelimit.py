@@ -59,7 +59,7 @@ class SharedRateLimit:
     def acquire(self) -> float:
         """Take one slot: 0.0 if granted now, else the seconds to wait (nothing taken)."""
         interval = self.rate.period / self.rate.count
-        # The window allows a burst of up to `count` calls, then `count` per period.
-        window = self.rate.period - interval
+        # A window of one period allows a burst of `count` calls, then one per interval.
+        window = self.rate.period
         wait = self._acquire(keys=[self.key], args=[repr(interval), repr(window)])
         return float(wait.decode() if isinstance(wait, bytes) else wait)

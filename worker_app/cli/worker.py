@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import click
@@ -41,7 +42,9 @@ def worker(
         )
     # Before the app is imported: logs and metrics read the pool from here.
     os.environ["WORKER_APP_POOL"] = pool.name
-    from worker_app import app  # noqa: PLC0415 - import after the environment is set
+    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+
+    app.worker_app_settings = dataclasses.replace(app.worker_app_settings, pool=pool.name)
 
     argv = pool.worker_argv(concurrency=concurrency, hostname=hostname)
     argv += ["--loglevel", loglevel]

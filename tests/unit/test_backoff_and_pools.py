@@ -1,0 +1,75 @@
+"""Backoff arithmetic, pool definitions and the app's cross-field rules."""
+
+import random
+
+import pytest
+
+from worker_app.app import validate
+from worker_app.backoff import backoff_ceiling, clamp_countdown, full_jitter
+from worker_app.pools import POOLS, UnknownPoolError, get_pool, longest_time_limit
+from worker_app.settings import Settings, SettingsError
+from worker_app.task_classes import CriticalTask, LongRunningTask, RetryableTask
+
+
+def test_ceiling_doubles_then_caps() -> None:
+    assert [backoff_ceiling(n, 2, 600) for n in range(6)] == [2, 4, 8, 16, 32, 64]
+    assert backoff_ceiling(20, 2, 600) == 600
+    assert backoff_ceiling(10_000, 2, 600) == 600  # no overflow
+
+
+def test_full_jitter_stays_within_the_ceiling_and_spreads() -> None:
+    rng = random.Random(7)
+    draws = [full_jitter(3, 1.0, 600, rng) for _ in range(2000)]
+    assert all(0 <= d <= 8 for d in draws)
+    # Spread over the whole range, not clustered at the top (that is the point).
+    assert min(draws) < 0.5
+    assert max(draws) > 7.5
+    assert 3.5 < sum(draws) / len(draws) < 4.5
+
+
+def test_negative_retries_are_rejected() -> None:
+    with pytest.raises(ValueError, match="retries"):
+        backoff_ceiling(-1, 1, 10)
+
+
+def test_clamp_countdown() -> None:
+    assert clamp_countdown(None, 10) is None
+    assert clamp_countdown(5000, 1800) == 1800
+    assert clamp_countdown(-3, 1800) == 0
+    assert clamp_countdown(2.5, 1800) == 2.5
+
+
+def test_every_task_class_retries_below_the_visibility_timeout() -> None:
+    settings = Settings.from_env({})
+    for cls in (RetryableTask, CriticalTask, LongRunningTask):
+        assert min(cls.retry_backoff_max, settings.max_countdown) < settings.visibility_timeout
+    assert LongRunningTask.time_limit < settings.visibility_timeout
+
+
+def test_pools_cover_the_four_queues_once() -> None:
+    queues = [q for pool in POOLS.values() for q in pool.queues]
+    assert sorted(queues) == sorted(["critical", "high", "default", "low"])
+    for pool in POOLS.values():
+        assert pool.soft_time_limit < pool.time_limit
+        assert pool.prefetch_multiplier == 1
+
+
+def test_pool_argv_carries_its_limits_and_name() -> None:
+    argv = get_pool("low").worker_argv(concurrency=3)
+    assert argv[argv.index("--queues") + 1] == "low"
+    assert argv[argv.index("--concurrency") + 1] == "3"
+    assert argv[argv.index("--time-limit") + 1] == "1860"
+    assert argv[argv.index("--hostname") + 1] == "low@%h"
+
+
+def test_unknown_pool_lists_the_valid_ones() -> None:
+    with pytest.raises(UnknownPoolError) as excinfo:
+        get_pool("urgent")
+    assert str(excinfo.value) == "unknown pool 'urgent'; valid pools: critical, high, default, low"
+
+
+def test_visibility_timeout_must_exceed_the_longest_time_limit() -> None:
+    validate(Settings.from_env({}))
+    too_short = str(longest_time_limit())
+    with pytest.raises(SettingsError, match="WORKER_APP_VISIBILITY_TIMEOUT"):
+        validate(Settings.from_env({"WORKER_APP_VISIBILITY_TIMEOUT": too_short}))
