@@ -21,8 +21,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def default_worker(start_pool_worker: StartWorker) -> WorkerProcess:
-    """One `default` pool worker with two processes."""
-    return start_pool_worker("default", "--concurrency", "2")
+    """One `default` pool worker with two processes and a death handler."""
+    return start_pool_worker(
+        "default",
+        "--concurrency",
+        "2",
+        WORKER_APP_DEATH_HANDLERS="tests.support.death_handler:record_death",
+    )
 
 
 def _token() -> str:
@@ -103,6 +108,11 @@ def test_non_retryable_error_goes_to_dlq_without_retries(
     entry = wait_until(lambda: _maybe_get(store, result.id), what="the DLQ entry")
     assert entry.reason == "non_retryable"
     assert entry.retries == 0
+    # The configured death handler (an alerting hook) was told.
+    wait_until(
+        lambda: f"{result.id} non_retryable".encode() in state.lrange("test:deaths", 0, -1),
+        what="the death handler",
+    )
     assert entry.exception_type == "worker_app.task_classes.NonRetryableError"
     assert records(state, f"attempts:{token}") == ["0"]
 
