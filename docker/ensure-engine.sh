@@ -33,19 +33,31 @@ if ! command -v dockerd >/dev/null 2>&1; then
     apt-get install -y -qq docker.io >/dev/null
 fi
 
-if pgrep -x dockerd >/dev/null 2>&1; then
-    say "dockerd is running but does not answer yet; waiting"
+# A process that exists and is not a zombie (a SIGKILLed daemon whose parent
+# never reaped it still shows up in pgrep, as state Z).
+alive() {
+    local pid="$1" state
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+running_dockerd=""
+for pid in $(pgrep -x dockerd 2>/dev/null || true); do
+    if alive "$pid"; then running_dockerd="$pid"; break; fi
+done
+
+if [[ -n "$running_dockerd" ]]; then
+    say "dockerd (pid $running_dockerd) is running but does not answer yet; waiting"
 else
-    # A daemon killed with SIGKILL leaves its pid files; dockerd and
-    # containerd refuse to start while they name a live-looking pid.
+    # A daemon killed with SIGKILL leaves its pid files behind, and dockerd
+    # refuses to start while docker.pid names a pid; remove the stale ones.
     for pidfile in /var/run/docker.pid /run/docker.pid \
                    /var/run/docker/containerd/containerd.pid \
                    /run/docker/containerd/containerd.pid; do
-        if [[ -f "$pidfile" ]]; then
-            pid="$(cat "$pidfile" 2>/dev/null || true)"
-            if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
-                rm -f "$pidfile"
-            fi
+        if [[ -f "$pidfile" ]] && ! alive "$(cat "$pidfile" 2>/dev/null)"; then
+            say "removing stale $pidfile"
+            rm -f "$pidfile"
         fi
     done
     say "starting dockerd (log: $DOCKERD_LOG)"
