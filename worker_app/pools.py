@@ -28,6 +28,7 @@ class Pool:
     max_memory_per_child_kb: int
     soft_time_limit: int
     time_limit: int
+    metrics_port: int
     prefetch_multiplier: int = 1
 
     def __post_init__(self) -> None:
@@ -54,12 +55,12 @@ POOLS: dict[str, Pool] = {
     pool.name: pool
     for pool in (
         # User-facing, latency-bound work: fast limits, recycled often.
-        Pool("critical", ("critical",), 4, 1000, 262_144, 30, 60),
-        Pool("high", ("high",), 4, 1000, 262_144, 120, 150),
-        Pool("default", ("default",), 4, 500, 393_216, 300, 330),
+        Pool("critical", ("critical",), 4, 1000, 262_144, 30, 60, metrics_port=9811),
+        Pool("high", ("high",), 4, 1000, 262_144, 120, 150, metrics_port=9812),
+        Pool("default", ("default",), 4, 500, 393_216, 300, 330, metrics_port=9813),
         # Bulk and long-running work (LongRunningTask): few processes, long
         # limits, recycled after few tasks to return memory.
-        Pool("low", ("low",), 2, 50, 786_432, 1800, 1860),
+        Pool("low", ("low",), 2, 50, 786_432, 1800, 1860, metrics_port=9814),
     )
 }
 

@@ -64,8 +64,12 @@ def start_pool_worker(
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("workers")
 
-    def start(pool: str, *extra: str, node: str | None = None, **env: str) -> WorkerProcess:
+    def start(
+        pool: str, *extra: str, node: str | None = None, metrics_port: int = 0, **env: str
+    ) -> WorkerProcess:
         args = ["worker_app.cli", "worker", "--pool", pool, "--no-events"]
+        args += ["--metrics-port", str(metrics_port)]
+        env.setdefault("WORKER_APP_METRICS_DIR", str(Path(logs) / "metrics"))
         if node:
             args += ["--hostname", node]
         args += [*extra, "--without-gossip", "--without-mingle"]

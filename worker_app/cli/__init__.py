@@ -6,6 +6,7 @@ import click
 
 from worker_app import __version__
 from worker_app.cli.dlq import dlq
+from worker_app.cli.exporter import exporter
 from worker_app.cli.inspect import inspect, ping, pools
 from worker_app.cli.worker import worker
 
@@ -23,5 +24,6 @@ main.add_command(dlq)
 main.add_command(ping)
 main.add_command(pools)
 main.add_command(inspect)
+main.add_command(exporter)
 
 __all__ = ["main"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+from typing import Any
 
 import click
 
@@ -20,6 +22,19 @@ from worker_app.pools import POOLS, UnknownPoolError, get_pool
 @click.option(
     "--events/--no-events", default=True, show_default=True, help="Send task events (Flower)."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="WORKER_APP_METRICS_PORT",
+    help="Port of this node's /metrics (default: the pool's; 0 turns metrics off).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="WORKER_APP_METRICS_ADDRESS",
+    help="Address the metrics endpoint binds to (a private interface).",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
     pool_name: str,
@@ -27,6 +42,8 @@ def worker(
     hostname: str | None,
     loglevel: str,
     events: bool,
+    metrics_port: int | None,
+    metrics_address: str,
     celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker with the queues and limits of pool POOL.
@@ -40,15 +57,36 @@ def worker(
         raise click.BadParameter(
             f"the node name must carry the pool name {pool.name!r}", param_hint="--hostname"
         )
-    # Before the app is imported: logs and metrics read the pool from here.
+    node = (hostname or f"{pool.name}@%h").replace("%h", socket.gethostname())
     os.environ["WORKER_APP_POOL"] = pool.name
+    port = pool.metrics_port if metrics_port is None else metrics_port
+    if port:
+        _enable_metrics(node, port, metrics_address)
+
     from worker_app import app  # noqa: PLC0415 - the app reads the environment
 
     app.worker_app_settings = dataclasses.replace(app.worker_app_settings, pool=pool.name)
-
-    argv = pool.worker_argv(concurrency=concurrency, hostname=hostname)
+    argv = pool.worker_argv(concurrency=concurrency, hostname=node)
     argv += ["--loglevel", loglevel]
     if events:
         argv.append("--task-events")
     argv += list(celery_args)
     app.worker_main(argv)
+
+
+def _enable_metrics(node: str, port: int, address: str) -> None:
+    """Multiprocess metrics for this node, served by the main process."""
+    from celery import signals  # noqa: PLC0415
+
+    from worker_app.metrics import worker_server  # noqa: PLC0415
+
+    path = worker_server.prepare(node)
+    from worker_app.metrics import worker_metrics  # noqa: PLC0415 - after prepare()
+
+    worker_metrics.connect()
+
+    @signals.worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _start_endpoint(sender: Any = None, **_: Any) -> None:
+        worker_server.attach(sender)
+        worker_server.serve(node, port, address, path)
+        worker_server.init_breaker_states(sender.app)

@@ -25,7 +25,9 @@ class DeadLetterRequest(Request):  # type: ignore[misc]  # Celery is untyped
 
     def on_timeout(self, soft: bool, timeout: float) -> Any:
         """Write the entry for a hard time limit, then let Celery ack as usual."""
-        time_limit_hit.send(sender=self.name, task_id=self.id, hard=not soft)
+        time_limit_hit.send(
+            sender=self.name, task_id=self.id, hard=not soft, hostname=self.hostname
+        )
         if not soft:
             settings = getattr(self.task.app, "worker_app_settings", None) or Settings.from_env()
             headers = dict(self.request_dict or {})

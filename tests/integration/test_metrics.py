@@ -1,0 +1,184 @@
+"""Worker-side metrics under prefork and the broker-side exporter, against the truth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.integration.conftest import StartWorker, records
+from tests.support.ports import free_port
+from tests.support.prom import promtool_check, scrape, series, total
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, start_worker
+from worker_app.dlq.store import DeadLetterStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def metrics_worker(start_pool_worker: StartWorker) -> tuple[WorkerProcess, str]:
+    """A prefork `default` worker (3 processes) with its metrics endpoint."""
+    port = free_port()
+    worker = start_pool_worker("default", "--concurrency", "3", metrics_port=port)
+    return worker, f"http://127.0.0.1:{port}/metrics"
+
+
+@pytest.fixture(scope="module")
+def exporter(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`worker-app exporter` on a free port."""
+    port = free_port()
+    log = Path(tmp_path_factory.mktemp("exporter")) / "exporter.log"
+    proc = start_worker(
+        ["worker_app.cli", "exporter", "--port", str(port)],
+        worker_env,
+        log,
+        ready_text="exporter on http://",
+    )
+    yield f"http://127.0.0.1:{port}/metrics"
+    proc.stop()
+
+
+def test_counters_equal_the_truth_under_prefork(
+    metrics_worker: tuple[WorkerProcess, str], client_app: Any, state: redis.Redis
+) -> None:
+    _worker, url = metrics_worker
+    run = uuid.uuid4().hex[:8]
+    ok, bad, flaky = 30, 7, 5
+    results = [client_app.send_task("examples.record", args=[f"{run}-{i}"], queue="default")
+               for i in range(ok)]  # fmt: skip
+    results += [client_app.send_task("examples.invalid_input", args=[f"{run}-bad-{i}"],
+                                     queue="default") for i in range(bad)]  # fmt: skip
+    results += [client_app.send_task("examples.flaky", args=[f"{run}-fl-{i}", 2], queue="default")
+                for i in range(flaky)]  # fmt: skip
+    for result in results:
+        wait_until(result.ready, timeout=60, what=f"task {result.id}")
+    # The pool really spread the work over several processes.
+    pids = {line["pid"] for line in _json_lines(_worker) if line.get("task_name")}
+    assert len(pids) >= 2
+
+    def done() -> str | None:
+        text = scrape(url)
+        return text if total(text, "celery_task_succeeded_total") >= ok + flaky else None
+
+    text = wait_until(done, what="all successes in the metrics")
+    assert total(text, "celery_task_succeeded_total", name="examples.record") == ok
+    assert total(text, "celery_task_succeeded_total", name="examples.flaky") == flaky
+    assert total(text, "celery_task_failed_total", name="examples.invalid_input",
+                 exception="NonRetryableError") == bad  # fmt: skip
+    assert total(text, "celery_task_retried_total", name="examples.flaky") == flaky * 2
+    assert total(text, "celery_task_started_total") == ok + bad + flaky * 3
+    assert total(text, "worker_app_dlq_entries_written_total", reason="non_retryable") == bad
+    # Queue wait: one observation per start.
+    assert total(text, "celery_task_queue_wait_seconds_count") == ok + bad + flaky * 3
+    assert total(text, "celery_task_runtime_count") == ok + bad + flaky * 3
+    assert total(text, "celery_worker_up") == 1
+    assert total(text, "worker_app_worker_pool_processes") == 3
+    assert promtool_check(text) == ""
+
+
+def test_eta_delay_is_not_counted_as_queue_wait(
+    metrics_worker: tuple[WorkerProcess, str], client_app: Any, state: redis.Redis
+) -> None:
+    _worker, url = metrics_worker
+    token = uuid.uuid4().hex[:8]
+    client_app.send_task("examples.sleepy", args=[token, 0], queue="default", countdown=3)
+    wait_until(lambda: records(state, f"finished:{token}"), timeout=30, what="the ETA task")
+
+    def observed() -> str | None:
+        text = scrape(url)
+        count = total(text, "celery_task_queue_wait_seconds_count", name="examples.sleepy")
+        return text if count >= 1 else None
+
+    text = wait_until(observed, what="the observation")
+    assert total(text, "celery_task_queue_wait_seconds_count", name="examples.sleepy") == 1
+    # It waited 3 s for its ETA, but its queue wait is what came after the ETA.
+    assert total(text, "celery_task_queue_wait_seconds_sum", name="examples.sleepy") < 1.0
+
+
+def test_killed_child_is_not_counted_as_busy(
+    metrics_worker: tuple[WorkerProcess, str], client_app: Any, state: redis.Redis
+) -> None:
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    _worker, url = metrics_worker
+    token = uuid.uuid4().hex[:8]
+    client_app.send_task("examples.sleepy", args=[token, 2], queue="default")
+    child = int(wait_until(lambda: records(state, f"pid:{token}"), what="the task")[0])
+    assert total(scrape(url), "celery_worker_tasks_active") == 1
+    os.kill(child, signal.SIGKILL)
+    wait_until(lambda: records(state, f"finished:{token}"), timeout=30, what="the rerun")
+    wait_until(lambda: total(scrape(url), "celery_worker_tasks_active") == 0, what="idle")
+    assert total(scrape(url), "worker_app_worker_pool_busy_processes") == 0
+
+
+def test_exporter_queue_lengths_equal_redis_truth(
+    exporter: str, client_app: Any, redis_server: RedisServer
+) -> None:
+    # Publish to queues nobody consumes here (`high`, `low`, `critical`).
+    plan = {("high", 0): 4, ("high", 3): 2, ("high", 9): 5, ("low", 6): 7, ("critical", 0): 1}
+    for (queue, priority), count in plan.items():
+        for _ in range(count):
+            client_app.send_task("examples.record", args=["x"], queue=queue, priority=priority)
+    client = redis_server.client(0)
+    text = scrape(exporter)
+    for (queue, step), count in plan.items():
+        key = queue if step == 0 else f"{queue}:{step}"
+        assert client.llen(key) == count
+        assert total(text, "worker_app_queue_length_by_priority", queue_name=queue,
+                     priority=str(step)) == count  # fmt: skip
+    for queue in ("high", "low", "critical"):
+        truth = sum(client.llen(k) for k in [queue, f"{queue}:3", f"{queue}:6", f"{queue}:9"])
+        assert total(text, "celery_queue_length", queue_name=queue) == truth
+    assert promtool_check(text) == ""
+
+
+def test_exporter_dlq_matches_dlq_stats(
+    exporter: str, metrics_worker: tuple[WorkerProcess, str], worker_env: dict[str, str],
+    store: DeadLetterStore,
+) -> None:  # fmt: skip
+    assert len(store) > 0  # the prefork test above dead-lettered some
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker_app.cli", "dlq", "stats", "--json"],
+        env={**worker_env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    stats = json.loads(proc.stdout)
+    text = scrape(exporter)
+    assert total(text, "worker_app_dlq_entries") == stats["total"]
+    for row in stats["by_queue_and_task"]:
+        assert total(text, "worker_app_dlq_length", queue_name=row["queue"],
+                     name=row["task"]) == row["count"]  # fmt: skip
+    assert len(series(text, "worker_app_dlq_length")) == len(stats["by_queue_and_task"])
+    assert abs(total(text, "worker_app_dlq_oldest_entry_age_seconds")
+               - stats["oldest_age_seconds"]) < 30  # fmt: skip
+
+
+def test_exporter_counts_sent_tasks_from_events(exporter: str, client_app: Any) -> None:
+    before = total(scrape(exporter), "celery_task_sent_total", name="examples.notify_user")
+    for user in range(3):
+        client_app.send_task("examples.notify_user", args=[user], queue="critical")
+    wait_until(
+        lambda: (
+            total(scrape(exporter), "celery_task_sent_total", name="examples.notify_user")
+            == before + 3
+        ),
+        what="three task-sent events",
+    )
+    time.sleep(0.2)
+
+
+def _json_lines(worker: WorkerProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]

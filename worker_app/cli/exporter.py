@@ -1,0 +1,64 @@
+"""``worker-app exporter``: the broker-side Prometheus exporter."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import click
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=9808, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Bind address (private).")
+@click.option("--queue", "extra_queues", multiple=True, help="Another queue to watch (repeatable).")
+@click.option(
+    "--unacked-scan-limit",
+    type=click.IntRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Split unacked messages by queue only while there are at most this many.",
+)
+@click.option(
+    "--events/--no-events", default=True, show_default=True, help="Count task-sent events."
+)
+def exporter(
+    port: int, address: str, extra_queues: tuple[str, ...], unacked_scan_limit: int, events: bool
+) -> None:
+    """Serve broker-side metrics: queue lengths per priority, unacked, DLQ."""
+    # This process keeps its own registry: never the workers' multiprocess mode.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    from prometheus_client import disable_created_metrics, start_http_server  # noqa: PLC0415
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+
+    from worker_app import app, json_logging  # noqa: PLC0415
+    from worker_app.dlq.writer import store_for  # noqa: PLC0415
+    from worker_app.metrics.exporter import (  # noqa: PLC0415
+        QueueLayout,
+        build_registry,
+        queues_with_extra,
+    )
+    from worker_app.queues import QUEUE_NAMES  # noqa: PLC0415
+    from worker_app.state_redis import client_for  # noqa: PLC0415
+
+    settings = app.worker_app_settings
+    json_logging.configure(logging.INFO, settings.log_format)
+    layout = QueueLayout.from_transport_options(
+        queues_with_extra(QUEUE_NAMES, extra_queues), app.conf.broker_transport_options
+    )
+    registry, _collector = build_registry(
+        app,
+        client_for(settings.broker_url),
+        layout,
+        store_for(settings),
+        unacked_scan_limit,
+        events,
+    )
+    start_http_server(port, addr=address, registry=registry)
+    logging.getLogger("worker_app.exporter").info(
+        "exporter on http://%s:%d/metrics watching %s", address, port, ", ".join(layout.queues)
+    )
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,264 @@
+"""The broker-side exporter: what is waiting in Redis, read at each scrape.
+
+One pipelined round trip per scrape reads every queue at every priority step
+(``LLEN`` is O(1)), the unacked hash size and the DLQ counts. The unacked
+messages themselves (to split them by queue and to count ETA/countdown tasks,
+which on Redis wait there, reserved by a worker) are scanned only while there
+are at most ``unacked_scan_limit`` of them, so a scrape's cost stays bounded.
+Task-sent counts come from Celery's ``task-sent`` events (producers send them
+with ``task_send_sent_event``), consumed by a background thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from worker_app.dlq.store import FIELD_SEP, DeadLetterStore
+
+logger = logging.getLogger("worker_app.exporter")
+
+
+@dataclass(frozen=True)
+class QueueLayout:
+    """How kombu's Redis transport names a queue's lists."""
+
+    queues: tuple[str, ...]
+    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
+    sep: str = "\x06\x16"
+    global_keyprefix: str = ""
+    unacked_key: str = "unacked"
+
+    def key(self, queue: str, step: int) -> str:
+        """The list holding ``queue``'s messages of priority ``step``."""
+        name = queue if step == self.priority_steps[0] else f"{queue}{self.sep}{step}"
+        return self.global_keyprefix + name
+
+    @classmethod
+    def from_transport_options(cls, queues: Iterable[str], options: dict[str, Any]) -> QueueLayout:
+        """The layout implied by Celery's ``broker_transport_options``."""
+        return cls(
+            queues=tuple(queues),
+            priority_steps=tuple(sorted(options.get("priority_steps", (0, 3, 6, 9)))),
+            sep=str(options.get("sep", "\x06\x16")),
+            global_keyprefix=str(options.get("global_keyprefix", "")),
+            unacked_key=str(options.get("unacked_key", "unacked")),
+        )
+
+
+class BrokerCollector(Collector):
+    """Queue lengths (per priority), unacked and scheduled counts, DLQ depth."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        layout: QueueLayout,
+        dlq: DeadLetterStore,
+        unacked_scan_limit: int = 10_000,
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.dlq = dlq
+        self.unacked_scan_limit = unacked_scan_limit
+        self.last_duration = 0.0
+
+    def collect(self) -> Iterator[Any]:
+        """Read everything in one pipeline (plus a bounded unacked scan)."""
+        started = time.perf_counter()
+        up = GaugeMetricFamily(
+            "worker_app_exporter_broker_up", "1 if the last scrape reached Redis."
+        )
+        try:
+            yield from self._collect()
+        except redis.RedisError as exc:
+            logger.warning("scrape failed: %s", exc)
+            up.add_metric([], 0.0)
+        else:
+            up.add_metric([], 1.0)
+        yield up
+        self.last_duration = time.perf_counter() - started
+        duration = GaugeMetricFamily(
+            "worker_app_exporter_scrape_duration_seconds", "Duration of the last broker scrape."
+        )
+        duration.add_metric([], self.last_duration)
+        yield duration
+
+    def _collect(self) -> Iterator[Any]:
+        layout = self.layout
+        pipe = self.client.pipeline(transaction=False)
+        cells = [(q, s) for q in layout.queues for s in layout.priority_steps]
+        for queue, step in cells:
+            pipe.llen(layout.key(queue, step))
+        pipe.hlen(layout.global_keyprefix + layout.unacked_key)
+        pipe.zcard(self.dlq.keys[1])
+        pipe.hgetall(self.dlq.keys[2])
+        pipe.zrange(self.dlq.keys[1], 0, 0, withscores=True)
+        results = pipe.execute()
+        lengths = results[: len(cells)]
+        unacked_total, dlq_total, dlq_counts, dlq_oldest = results[len(cells) :]
+
+        by_priority = GaugeMetricFamily(
+            "worker_app_queue_length_by_priority",
+            "Messages waiting in a queue at one priority step.",
+            labels=["queue_name", "priority"],
+        )
+        total = GaugeMetricFamily(
+            "celery_queue_length",
+            "Messages waiting in a queue, all priority steps summed.",
+            labels=["queue_name"],
+        )
+        sums: dict[str, int] = dict.fromkeys(layout.queues, 0)
+        for (queue, step), length in zip(cells, lengths, strict=True):
+            by_priority.add_metric([queue, str(step)], float(length))
+            sums[queue] += int(length)
+        for queue, length in sums.items():
+            total.add_metric([queue], float(length))
+        yield total
+        yield by_priority
+
+        unacked = GaugeMetricFamily(
+            "worker_app_broker_unacked_messages",
+            "Messages delivered to workers and not yet acknowledged (running or awaiting an ETA).",
+        )
+        unacked.add_metric([], float(unacked_total))
+        yield unacked
+        yield from self._unacked_detail(int(unacked_total))
+
+        dlq = GaugeMetricFamily(
+            "worker_app_dlq_length",
+            "Dead-letter entries by original queue and task.",
+            labels=["queue_name", "name"],
+        )
+        for raw_field, raw_count in sorted(dlq_counts.items()):
+            queue, _, task = raw_field.decode().partition(FIELD_SEP)
+            if int(raw_count) > 0:
+                dlq.add_metric([queue or "unknown", task or "unknown"], float(raw_count))
+        yield dlq
+        dlq_sum = GaugeMetricFamily("worker_app_dlq_entries", "Dead-letter entries in all.")
+        dlq_sum.add_metric([], float(dlq_total))
+        yield dlq_sum
+        age = GaugeMetricFamily(
+            "worker_app_dlq_oldest_entry_age_seconds",
+            "Age of the oldest dead-letter entry (0 when empty).",
+        )
+        age.add_metric([], max(0.0, time.time() - float(dlq_oldest[0][1])) if dlq_oldest else 0.0)
+        yield age
+
+    def _unacked_detail(self, unacked_total: int) -> Iterator[Any]:
+        skipped = GaugeMetricFamily(
+            "worker_app_exporter_unacked_scan_skipped",
+            "1 when there were too many unacked messages to split them by queue.",
+        )
+        if unacked_total > self.unacked_scan_limit:
+            skipped.add_metric([], 1.0)
+            yield skipped
+            return
+        per_queue: dict[str, int] = dict.fromkeys(self.layout.queues, 0)
+        scheduled: dict[str, int] = dict.fromkeys(self.layout.queues, 0)
+        key = self.layout.global_keyprefix + self.layout.unacked_key
+        for _tag, raw in self.client.hscan_iter(key, count=1000):
+            queue, has_eta = _describe_unacked(raw)
+            per_queue[queue] = per_queue.get(queue, 0) + 1
+            if has_eta:
+                scheduled[queue] = scheduled.get(queue, 0) + 1
+        skipped.add_metric([], 0.0)
+        yield skipped
+        by_queue = GaugeMetricFamily(
+            "worker_app_queue_unacked",
+            "Unacknowledged messages by the queue they came from.",
+            labels=["queue_name"],
+        )
+        eta = GaugeMetricFamily(
+            "worker_app_queue_scheduled",
+            "Unacknowledged messages with an ETA or countdown (held by a worker until due).",
+            labels=["queue_name"],
+        )
+        for queue in sorted(per_queue):
+            by_queue.add_metric([queue], float(per_queue[queue]))
+            eta.add_metric([queue], float(scheduled.get(queue, 0)))
+        yield by_queue
+        yield eta
+
+
+def _describe_unacked(raw: bytes) -> tuple[str, bool]:
+    """(queue, has an ETA) of one entry of kombu's unacked hash."""
+    try:
+        payload, _exchange, routing_key = json.loads(raw)
+        headers = payload.get("headers") or {}
+        return str(routing_key or "unknown"), bool(headers.get("eta"))
+    except (ValueError, TypeError, AttributeError):
+        return "unknown", False
+
+
+class SentEventCounter:
+    """Counts Celery ``task-sent`` events by task name and queue, in a thread."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.sent = Counter(
+            "celery_task_sent",
+            "Tasks published (from the producers' task-sent events).",
+            ("name", "queue_name"),
+            registry=registry,
+        )
+        self.connected = threading.Event()
+
+    def _on_sent(self, event: dict[str, Any]) -> None:
+        self.sent.labels(
+            str(event.get("name") or "unknown"),
+            str(event.get("queue") or event.get("routing_key") or "unknown"),
+        ).inc()
+
+    def run(self) -> None:
+        """Consume events forever, reconnecting with backoff."""
+        delay = 1.0
+        while True:
+            try:
+                with self.app.connection_for_read() as conn:
+                    receiver = self.app.events.Receiver(conn, handlers={"task-sent": self._on_sent})
+                    self.connected.set()
+                    delay = 1.0
+                    receiver.capture(limit=None, timeout=None, wakeup=False)
+            except Exception as exc:
+                self.connected.clear()
+                logger.warning("event stream lost (%s); reconnecting in %.0fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread."""
+        thread = threading.Thread(target=self.run, name="task-sent-events", daemon=True)
+        thread.start()
+        return thread
+
+
+def build_registry(
+    app: Any,
+    client: redis.Redis,
+    layout: QueueLayout,
+    dlq: DeadLetterStore,
+    unacked_scan_limit: int,
+    events: bool,
+) -> tuple[CollectorRegistry, BrokerCollector]:
+    """The exporter's registry (its own, never multiprocess)."""
+    registry = CollectorRegistry()
+    collector = BrokerCollector(client, layout, dlq, unacked_scan_limit)
+    registry.register(collector)
+    if events:
+        SentEventCounter(app, registry).start()
+    return registry, collector
+
+
+def queues_with_extra(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """The bundle's queues plus any extra ones, in order, without duplicates."""
+    return tuple(dict.fromkeys([*base, *extra]))
