@@ -14,7 +14,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        unit integration test-fast molecule molecule-all test up clean-wheels
+        unit integration test-fast molecule molecule-all test bench up clean-wheels
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +81,9 @@ molecule-all: $(STAMP) host-images ## Every role's molecule scenario
 	@for role in $(ROLES); do $(MAKE) --no-print-directory molecule ROLE=$$role || exit 1; done
 
 test: test-fast molecule-all ## Everything CI proves
+
+bench: $(STAMP) ## Benchmarks (not part of make test): table on stdout, JSON in bench-results/
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 up: ## (not built yet) the whole stack in local docker
 	@echo "make up is not built yet: it will start Redis, the four worker pools, Beat, Flower," >&2

@@ -1,0 +1,294 @@
+"""`make bench`: throughput, priority isolation, DLQ replay and exporter cost.
+
+Each figure is the median of several runs on this machine, measured side by
+side in one invocation; ratios compare runs made in the same invocation.
+Completions are counted outside the system under test (Redis is polled until
+the queue and the unacked hash are empty). Results: a table on stdout and
+JSON in bench-results/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer, start_redis
+from tests.support.workers import WorkerProcess, start_worker
+from worker_app.app import create_app
+from worker_app.dlq.entry import DeadLetter
+from worker_app.dlq.replay import replay
+from worker_app.dlq.writer import store_for
+from worker_app.settings import Settings
+
+RESULTS = Path("bench-results")
+
+
+def _env(server: RedisServer) -> dict[str, str]:
+    return {
+        "CELERY_BROKER_URL": server.url(0),
+        "WORKER_APP_TASK_MODULES": "tests.bench.tasks",
+        "WORKER_APP_LOG_FORMAT": "json",
+        "WORKER_APP_METRICS_DIR": str(server.workdir / "metrics"),
+    }
+
+
+def _app(server: RedisServer) -> Any:
+    return create_app(Settings.from_env(_env(server)))
+
+
+def _preload(server: RedisServer, app: Any, task: str, queue: str, count: int, **opts: Any) -> None:
+    """``count`` copies of one real task message on ``queue`` (fast: pipelined LPUSH)."""
+    client = server.client(0)
+    app.send_task(task, queue=queue, **opts)
+    key = queue if not opts.get("priority") else f"{queue}:{opts['priority']}"
+    template = client.lindex(key, 0)
+    assert template is not None, f"no message on {key}"
+    remaining = count - 1
+    while remaining > 0:
+        batch = min(remaining, 5000)
+        client.lpush(key, *([template] * batch))
+        remaining -= batch
+
+
+def _drained(server: RedisServer, queue: str) -> bool:
+    client = server.client(0)
+    return client.llen(queue) == 0 and client.hlen("unacked") == 0
+
+
+def _wait(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step timed out")
+        time.sleep(0.005)
+
+
+def _worker(server: RedisServer, log: Path, *args: str, **env: str) -> WorkerProcess:
+    return start_worker(list(args), {**_env(server), **env}, log, ready_text="ready.")
+
+
+def bench_throughput(tmp: Path, tasks: int, runs: int) -> dict[str, Any]:
+    """(a) no-op drain rate: RetryableTask + metrics vs plain Celery task, same worker settings."""
+    rates: dict[str, list[float]] = {"plain": [], "instrumented": []}
+    for run in range(runs):
+        for variant in ("plain", "instrumented"):
+            server = start_redis(tmp / f"tp-{variant}-{run}")
+            try:
+                app = _app(server)
+                task = "bench.plain_noop" if variant == "plain" else "bench.instrumented_noop"
+                _preload(server, app, task, "default", tasks)
+                metrics = ["--metrics-port", "0" if variant == "plain" else str(free_port())]
+                args = ["worker_app.cli", "worker", "--pool", "default", "--concurrency", "2",
+                        "--no-events", *metrics, "--loglevel", "WARNING",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+                worker = start_worker(
+                    args, {**_env(server), "WORKER_APP_LOG_FORMAT": "text"},
+                    tmp / f"tp-{variant}-{run}.log", ready_text="",
+                )  # fmt: skip
+                # The clock starts at the first message taken off the queue (worker
+                # start-up excluded) and stops when Redis holds nothing for it.
+                client = server.client(0)
+                _wait(lambda c=client: c.llen("default") < tasks, timeout=120)
+                began = time.perf_counter()
+                _wait(lambda s=server: _drained(s, "default"), timeout=600)
+                rates[variant].append(tasks / (time.perf_counter() - began))
+                worker.stop()
+            finally:
+                server.stop()
+    plain = statistics.median(rates["plain"])
+    instrumented = statistics.median(rates["instrumented"])
+    return {
+        "tasks_per_run": tasks,
+        "runs": runs,
+        "plain_tasks_per_s": round(plain, 1),
+        "instrumented_tasks_per_s": round(instrumented, 1),
+        "ratio_instrumented_to_plain": round(instrumented / plain, 3),
+        "all_runs": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def bench_isolation(tmp: Path, backlog: int, probes: int, runs: int) -> dict[str, Any]:
+    """(b) critical enqueue->start p50/p99 with `backlog` low tasks queued vs none."""
+    result: dict[str, dict[str, list[float]]] = {
+        "idle": {"p50": [], "p99": []}, "backlog": {"p50": [], "p99": []}
+    }  # fmt: skip
+    samples: dict[str, list[float]] = {"idle": [], "backlog": []}
+    for run in range(runs):
+        for condition in ("idle", "backlog"):
+            server = start_redis(tmp / f"iso-{condition}-{run}")
+            try:
+                app = _app(server)
+                if condition == "backlog":
+                    _preload(server, app, "bench.instrumented_noop", "low", backlog)
+                worker = _worker(
+                    server, tmp / f"iso-{condition}-{run}.log", "worker_app.cli", "worker",
+                    "--pool", "critical", "--concurrency", "2", "--no-events",
+                    "--metrics-port", str(free_port()), "--loglevel", "INFO",
+                    "--without-gossip", "--without-mingle",
+                )  # fmt: skip
+                for _ in range(probes):
+                    app.send_task("bench.wait_probe", queue="critical")
+                    time.sleep(0.02)
+                client = server.client(0)
+                _wait(lambda c=client: c.llen("bench:waits") >= probes, timeout=120)
+                waits = [float(v) * 1000 for v in client.lrange("bench:waits", 0, -1)]
+                if condition == "backlog":
+                    assert client.llen("low") == backlog, "the low backlog must stay queued"
+                result[condition]["p50"].append(_percentile(waits, 0.5))
+                result[condition]["p99"].append(_percentile(waits, 0.99))
+                samples[condition].extend(waits)
+                worker.stop()
+            finally:
+                server.stop()
+    med = {c: {q: statistics.median(v) for q, v in qs.items()} for c, qs in result.items()}
+    return {
+        "low_backlog": backlog,
+        "critical_probes_per_run": probes,
+        "runs": runs,
+        "idle_p50_ms": round(med["idle"]["p50"], 2),
+        "idle_p99_ms": round(med["idle"]["p99"], 2),
+        "backlog_p50_ms": round(med["backlog"]["p50"], 2),
+        "backlog_p99_ms": round(med["backlog"]["p99"], 2),
+        "ratio_p50_backlog_to_idle": round(med["backlog"]["p50"] / med["idle"]["p50"], 3),
+        "ratio_p99_backlog_to_idle": round(med["backlog"]["p99"] / med["idle"]["p99"], 3),
+        "samples_ms": {c: [round(v, 3) for v in s] for c, s in samples.items()},
+    }
+
+
+def bench_replay(tmp: Path, entries: int, runs: int) -> dict[str, Any]:
+    """(c) DLQ replay rate: entries published again (and removed) per second."""
+    rates = []
+    for run in range(runs):
+        server = start_redis(tmp / f"replay-{run}")
+        try:
+            settings = Settings.from_env(_env(server))
+            app = create_app(settings)
+            store = store_for(settings)
+            now = time.time()
+            for n in range(entries):
+                entry = DeadLetter(id=f"e-{n}", reason="retries_exhausted",
+                                   task_name="bench.instrumented_noop", task_id=f"e-{n}",
+                                   queue="default", failed_at=now - entries + n)  # fmt: skip
+                store.add(entry, now=now)
+            listed = list(store.iter_entries(newest_first=False))
+            began = time.perf_counter()
+            for entry in listed:
+                replay(store, app, entry)
+            rates.append(entries / (time.perf_counter() - began))
+            assert len(store) == 0
+            assert server.client(0).llen("default") == entries
+        finally:
+            server.stop()
+    return {"entries_per_run": entries, "runs": runs,
+            "replays_per_s": round(statistics.median(rates), 1),
+            "all_runs": [round(r, 1) for r in rates]}  # fmt: skip
+
+
+def bench_exporter(tmp: Path, queued: int, scrapes: int) -> dict[str, Any]:
+    """(d) exporter scrape time with `queued` messages over 4 queues x 4 priority steps."""
+    server = start_redis(tmp / "exporter")
+    try:
+        app = _app(server)
+        per_cell = queued // 16
+        for queue in ("critical", "high", "default", "low"):
+            for priority in (0, 3, 6, 9):
+                _preload(server, app, "bench.instrumented_noop", queue, per_cell, priority=priority)
+        port = free_port()
+        exporter = start_worker(
+            ["worker_app.cli", "exporter", "--port", str(port), "--no-events"],
+            _env(server), tmp / "exporter.log", ready_text="exporter on http://",
+        )  # fmt: skip
+        wall = []
+        body = ""
+        for _ in range(scrapes):
+            began = time.perf_counter()
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                body = resp.read().decode()
+            wall.append((time.perf_counter() - began) * 1000)
+        exporter.stop()
+        reported = sum(
+            float(line.split()[-1]) for line in body.splitlines()
+            if line.startswith("celery_queue_length{")
+        )  # fmt: skip
+        return {
+            "queued": per_cell * 16,
+            "exporter_reported_total": reported,
+            "scrapes": scrapes,
+            "scrape_ms_p50": round(statistics.median(wall), 2),
+            "scrape_ms_max": round(max(wall), 2),
+            "redis_commands_per_scrape": 16 + 4,
+        }
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    """Run the benchmarks and print/write their figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    args = parser.parse_args()
+    quick = args.quick
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-") as raw:
+        tmp = Path(raw)
+        print("running (a) throughput ...", flush=True)
+        a = bench_throughput(tmp, tasks=1000 if quick else 3000, runs=1 if quick else 3)
+        print("running (b) priority isolation ...", flush=True)
+        b = bench_isolation(tmp, backlog=10_000 if quick else 100_000,
+                            probes=50 if quick else 200, runs=1 if quick else 3)  # fmt: skip
+        print("running (c) DLQ replay ...", flush=True)
+        c = bench_replay(tmp, entries=200 if quick else 2000, runs=1 if quick else 3)
+        print("running (d) exporter scrape ...", flush=True)
+        d = bench_exporter(tmp, queued=10_000 if quick else 100_000, scrapes=20 if quick else 50)
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    results = {"machine": machine, "throughput": a, "isolation": b, "replay": c, "exporter": d}
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
+    rows = [
+        ("(a) no-op throughput, plain Celery task", f"{a['plain_tasks_per_s']} tasks/s"),
+        ("(a) no-op throughput, RetryableTask + metrics",
+         f"{a['instrumented_tasks_per_s']} tasks/s"),
+        ("(a) ratio instrumented / plain", f"{a['ratio_instrumented_to_plain']}"),
+        ("(b) critical wait p50 / p99, idle", f"{b['idle_p50_ms']} / {b['idle_p99_ms']} ms"),
+        (f"(b) critical wait p50 / p99, {b['low_backlog']:,} low queued",
+         f"{b['backlog_p50_ms']} / {b['backlog_p99_ms']} ms"),
+        ("(b) ratio backlog / idle (p50, p99)",
+         f"{b['ratio_p50_backlog_to_idle']}, {b['ratio_p99_backlog_to_idle']}"),
+        ("(c) DLQ replay rate", f"{c['replays_per_s']} entries/s"),
+        (f"(d) exporter scrape, {d['queued']:,} queued (p50 / max)",
+         f"{d['scrape_ms_p50']} / {d['scrape_ms_max']} ms"),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    print(f"\nmachine: {machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}")
+    print(f"{'benchmark':<{width}}  result")
+    print(f"{'-' * width}  {'-' * 24}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"\nwritten: {RESULTS / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
