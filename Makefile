@@ -14,7 +14,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        unit integration test-fast molecule molecule-all test bench up clean-wheels
+        unit integration test-fast molecule molecule-all test bench up down clean ps logs demo dlq images e2e clean-wheels
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,10 +85,30 @@ test: test-fast molecule-all ## Everything CI proves
 bench: $(STAMP) ## Benchmarks (not part of make test): table on stdout, JSON in bench-results/
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
-up: ## (not built yet) the whole stack in local docker
-	@echo "make up is not built yet: it will start Redis, the four worker pools, Beat, Flower," >&2
-	@echo "the exporters, Prometheus and Grafana in docker on 127.0.0.1 (see README)." >&2
-	@exit 2
+# --- the local stack (docker compose) -----------------------------------------
+up: venv engine base-image wheels ## The whole stack in local docker (secrets in .env, ports on 127.0.0.1)
+	docker/stack.sh up
+
+down: ## Stop the stack (keeps its data)
+	docker/stack.sh down
+
+clean: ## Stop the stack and remove its volumes
+	docker/stack.sh clean
+
+ps: ## The stack's containers and their health
+	docker/stack.sh ps
+
+logs: ## Recent logs (SERVICE=worker-default for one)
+	docker/stack.sh logs $(SERVICE)
+
+demo: ## Publish a realistic mix of tasks to all four queues (some retry, some die)
+	docker/stack.sh demo $(ARGS)
+
+dlq: ## The DLQ CLI inside the stack: make dlq ARGS="list"
+	docker/stack.sh dlq $(ARGS)
+
+images: wheels base-image ## Build the stack's images (worker, redis, prometheus)
+	docker/build-images.sh
 
 clean-wheels: ## Remove the wheelhouse
 	rm -rf $(WHEELS)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from worker_app import __version__
+from worker_app.cli.demo import demo
 from worker_app.cli.dlq import dlq
 from worker_app.cli.exporter import exporter
-from worker_app.cli.inspect import inspect, ping, pools
+from worker_app.cli.inspect import inspect, ping, pools, probe
 from worker_app.cli.worker import worker
 
 
@@ -25,5 +26,7 @@ main.add_command(ping)
 main.add_command(pools)
 main.add_command(inspect)
 main.add_command(exporter)
+main.add_command(demo)
+main.add_command(probe)
 
 __all__ = ["main"]
