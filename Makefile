@@ -80,7 +80,10 @@ molecule: $(STAMP) host-images ## One role's molecule scenario: make molecule RO
 molecule-all: $(STAMP) host-images ## Every role's molecule scenario
 	@for role in $(ROLES); do $(MAKE) --no-print-directory molecule ROLE=$$role || exit 1; done
 
-test: test-fast molecule-all ## Everything CI proves
+e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
+	$(PYTEST) tests/e2e
+
+test: test-fast molecule-all e2e ## Everything CI proves
 
 bench: $(STAMP) ## Benchmarks (not part of make test): table on stdout, JSON in bench-results/
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
