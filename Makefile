@@ -14,7 +14,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        unit integration test-fast molecule molecule-all test bench up down clean ps logs demo dlq images e2e clean-wheels
+        rules unit integration test-fast molecule molecule-all test bench up down clean ps logs demo dlq images e2e clean-wheels
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,7 +70,12 @@ unit: $(STAMP) ## Unit tests (pure logic)
 integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers
 	$(PYTEST) tests/integration
 
-test-fast: lint unit integration ## lint + unit + integration
+rules: ## promtool: check the rules and run their unit tests
+	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus" >&2; exit 1; }
+	promtool check rules prometheus/rules/*.yml
+	promtool test rules prometheus/tests/*.test.yml
+
+test-fast: lint rules unit integration ## lint + rules + unit + integration
 
 molecule: $(STAMP) host-images ## One role's molecule scenario: make molecule ROLE=supervisor
 	@test -n "$(ROLE)" || { echo "usage: make molecule ROLE=<$(ROLES)>" >&2; exit 2; }

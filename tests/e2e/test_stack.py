@@ -7,114 +7,21 @@ developer's own `make up` stack is left alone.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.support.ports import free_port
+from tests.e2e.conftest import Stack
 from tests.support.waiting import wait_until
 
 # The first test pays for `make up` (image builds on a fresh machine).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
-ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ("critical", "high", "default", "low")
-
-
-class Stack:
-    """The running e2e stack: its environment, and helpers to talk to it."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        values = dict(
-            line.split("=", 1)
-            for line in Path(env["STACK_ENV_FILE"]).read_text().splitlines()
-            if "=" in line and not line.startswith("#")
-        )
-        self.values = values
-
-    def run(self, *args: str, timeout: float = 900) -> str:
-        proc = subprocess.run(
-            ["docker/stack.sh", *args], cwd=ROOT, env=self.env, capture_output=True,
-            text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return proc.stdout
-
-    def redis(self) -> redis.Redis:
-        port = self.values["STACK_REDIS_PORT"]
-        password = self.values["REDIS_CELERY_PASSWORD"]
-        return redis.Redis.from_url(f"redis://celery:{password}@127.0.0.1:{port}/0")
-
-    def http(
-        self, port_key: str, path: str, auth: tuple[str, str] | None = None
-    ) -> tuple[int, bytes]:
-        url = f"http://127.0.0.1:{self.values[port_key]}{path}"
-        request = urllib.request.Request(url)
-        if auth:
-            import base64  # noqa: PLC0415
-
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                return int(response.status), response.read()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read()
-
-    def prom(self, query: str) -> list[dict[str, Any]]:
-        status, body = self.http(
-            "STACK_PROMETHEUS_PORT", "/api/v1/query?query=" + urllib.request.quote(query)
-        )
-        assert status == 200, body
-        return list(json.loads(body)["data"]["result"])
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`make up` in project celery-stack-e2e; cleaned (down + volumes) afterwards."""
-    workdir = tmp_path_factory.mktemp("stack")
-    env = {
-        **os.environ,
-        "STACK_PROJECT": "celery-stack-e2e",
-        "STACK_ENV_FILE": str(workdir / "e2e.env"),
-        "STACK_REDIS_PORT": str(free_port()),
-        "STACK_FLOWER_PORT": str(free_port()),
-        "STACK_PROMETHEUS_PORT": str(free_port()),
-        "STACK_GRAFANA_PORT": str(free_port()),
-    }
-    up = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=1800, check=False)  # fmt: skip
-    assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
-    assert "The Celery stack is up" in up.stdout
-    running = Stack(env)
-    try:
-        yield running
-    finally:
-        running.run("clean")
-        left = subprocess.run(
-            ["docker", "ps", "-aq", "--filter",
-             "label=com.docker.compose.project=celery-stack-e2e"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        assert left.stdout.strip() == "", "containers left behind"
-
-
-@pytest.fixture(scope="module")
-def demo_run(stack: Stack) -> str:
-    """Publish the demo mix once; returns its run id."""
-    out = stack.run("demo", "--count", "10")
-    match = re.search(r"\(run (\w+)\)", out)
-    assert match, out
-    return match.group(1)
 
 
 def test_secrets_file_is_private(stack: Stack) -> None:
