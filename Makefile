@@ -68,7 +68,7 @@ unit: $(STAMP) ## Unit tests (pure logic)
 	$(PYTEST) tests/unit
 
 integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers
-	$(PYTEST) tests/integration
+	$(PYTEST) tests/integration tests/roles
 
 rules: ## promtool: check the rules and run their unit tests
 	@command -v promtool >/dev/null || { echo "promtool missing: apt-get install prometheus" >&2; exit 1; }

@@ -42,7 +42,10 @@ def test_exporter_user_cannot_write(host):
 
 def test_persistence_and_eviction_policy(host):
     assert cli(host, EXPORTER, "config get appendonly").stdout.split() == ["appendonly", "yes"]
-    assert cli(host, EXPORTER, "config get appendfsync").stdout.split() == ["appendfsync", "everysec"]
+    assert cli(host, EXPORTER, "config get appendfsync").stdout.split() == [
+        "appendfsync",
+        "everysec",
+    ]
     assert cli(host, EXPORTER, "config get maxmemory-policy").stdout.split() == [
         "maxmemory-policy",
         "noeviction",

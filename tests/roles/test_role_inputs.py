@@ -1,0 +1,92 @@
+"""Role inputs: every default has a spec, and bad values stop the play with a clear message.
+
+Bad values are tried with `ansible-playbook --check` against localhost: the argument spec
+and the preflight asserts are the first tasks of each role, so the play stops before any
+task could touch the machine (check mode is a second guard).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir())
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_has_a_spec_and_every_spec_a_default(role: str) -> None:
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    assert set(defaults) - set(options) == set(), "defaults without a spec"
+    assert set(options) - set(defaults) == set(), "specs without a default"
+    for name, spec in options.items():
+        assert spec.get("description"), f"{name} has no description"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_readme_lists_every_variable(role: str) -> None:
+    readme = (ROOT / "roles" / role / "README.md").read_text()
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    for name in defaults:
+        assert f"`{name}`" in readme or f"`{name}` /" in readme or name in readme, name
+
+
+GOOD_REDIS = {
+    "redis_celery_password": "a-long-enough-celery-secret",
+    "redis_exporter_password": "a-long-enough-exporter-secret",
+}
+
+BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
+    ("supervisor", {"supervisor_minfds": "many"}, "supervisor_minfds"),
+    ("supervisor", {"supervisor_socket_mode": "0777"}, "supervisor_socket_mode"),
+    ("supervisor", {"supervisor_service_manager": "upstart"}, "supervisor_service_manager"),
+    ("supervisor", {"supervisor_programs": [{"command": "/bin/true"}]}, "name"),
+    ("supervisor", {"supervisor_programs": [{"name": "a", "command": "x", "numprocs": 2}]},
+     "process_name"),
+    ("supervisor", {"supervisor_programs": [{"name": "a b", "command": "x"}]},
+     "supervisor_programs"),
+    ("redis", {}, "redis_celery_password"),
+    ("redis", {**GOOD_REDIS, "redis_exporter_password": ""}, "redis_exporter_password"),
+    ("redis", {**GOOD_REDIS, "redis_bind_addresses": ["0.0.0.0"]},  # noqa: S104 - refused
+     "redis_bind_addresses"),
+    ("redis", {**GOOD_REDIS, "redis_maxmemory_policy": "allkeys-lru"}, "redis_maxmemory_policy"),
+    ("redis", {**GOOD_REDIS, "redis_port": "six"}, "redis_port"),
+]  # fmt: skip
+
+
+BAD_IDS = [f"{role}-{message}-{n}" for n, (role, _, message) in enumerate(BAD_INPUTS)]
+
+
+@pytest.mark.parametrize(("role", "variables", "message"), BAD_INPUTS, ids=BAD_IDS)
+def test_bad_input_fails_fast_with_the_variable_named(
+    role: str, variables: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    playbook = tmp_path / "play.yml"
+    play = {"name": "bad input", "hosts": "localhost", "gather_facts": False,
+            "roles": [{"role": role}]}  # fmt: skip
+    playbook.write_text(yaml.safe_dump([play]))
+    extra = tmp_path / "vars.yml"
+    extra.write_text(yaml.safe_dump(variables))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}  # fmt: skip
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bindir / "ansible-playbook"), "--check", "-i", "localhost,", "-c", "local",
+         "-e", f"@{extra}", str(playbook)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert message in output, output
+    # It stopped in validation or preflight: nothing was changed.
+    assert "changed=0" in output, output
+    failed_task = [line for line in output.splitlines() if line.startswith("TASK [")][-1]
+    assert "Validating arguments" in failed_task or "Check" in failed_task, failed_task
