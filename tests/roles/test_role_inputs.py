@@ -44,6 +44,11 @@ GOOD_REDIS = {
     "redis_exporter_password": "a-long-enough-exporter-secret",
 }
 
+GOOD_WORKER = {
+    "celery_worker_broker_url": "redis://celery:secret@10.0.0.5:6379/0",
+    "celery_worker_wheelhouse_src": "@wheelhouse",  # replaced by a real directory per test
+}
+
 BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("supervisor", {"supervisor_minfds": "many"}, "supervisor_minfds"),
     ("supervisor", {"supervisor_socket_mode": "0777"}, "supervisor_socket_mode"),
@@ -59,6 +64,18 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
      "redis_bind_addresses"),
     ("redis", {**GOOD_REDIS, "redis_maxmemory_policy": "allkeys-lru"}, "redis_maxmemory_policy"),
     ("redis", {**GOOD_REDIS, "redis_port": "six"}, "redis_port"),
+    ("celery_worker", {}, "celery_worker_broker_url"),
+    ("celery_worker", {"celery_worker_broker_url": "redis://c:p@h:6379/0",
+                       "celery_worker_wheelhouse_src": "/nonexistent"},
+     "celery_worker_wheelhouse_src"),
+    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": []}, "celery_worker_pools"),
+    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": [
+        {"name": "urgent", "time_limit": 5, "metrics_port": 1}]}, "urgent"),
+    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": [
+        {"name": "default", "time_limit": 330, "metrics_port": 9813, "numprocs": 2},
+        {"name": "low", "time_limit": 1860, "metrics_port": 9814}]}, "overlap"),
+    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": [
+        {"name": "default", "time_limit": "long", "metrics_port": 9813}]}, "time_limit"),
 ]  # fmt: skip
 
 
@@ -73,6 +90,10 @@ def test_bad_input_fails_fast_with_the_variable_named(
     play = {"name": "bad input", "hosts": "localhost", "gather_facts": False,
             "roles": [{"role": role}]}  # fmt: skip
     playbook.write_text(yaml.safe_dump([play]))
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    (wheelhouse / "requirements.txt").write_text("celery==5.7.0\n")
+    variables = {k: str(wheelhouse) if v == "@wheelhouse" else v for k, v in variables.items()}
     extra = tmp_path / "vars.yml"
     extra.write_text(yaml.safe_dump(variables))
     env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",

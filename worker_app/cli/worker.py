@@ -35,6 +35,14 @@ from worker_app.pools import POOLS, UnknownPoolError, get_pool
     envvar="WORKER_APP_METRICS_ADDRESS",
     help="Address the metrics endpoint binds to (a private interface).",
 )
+@click.option(
+    "--process-index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of this process among the pool's processes on the host (supervisor's "
+    "%(process_num)d); added to the metrics port.",
+)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(
     pool_name: str,
@@ -44,6 +52,7 @@ def worker(
     events: bool,
     metrics_port: int | None,
     metrics_address: str,
+    process_index: int,
     celery_args: tuple[str, ...],
 ) -> None:
     """Run a Celery worker with the queues and limits of pool POOL.
@@ -61,6 +70,7 @@ def worker(
     os.environ["WORKER_APP_POOL"] = pool.name
     port = pool.metrics_port if metrics_port is None else metrics_port
     if port:
+        port += process_index
         _enable_metrics(node, port, metrics_address)
 
     from worker_app import app  # noqa: PLC0415 - the app reads the environment

@@ -1,0 +1,93 @@
+"""Verifiers for the celery_worker role: real workers consuming their own queues."""
+
+import json
+import os
+import time
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("all")
+
+VENV = "/opt/worker-app/venv"
+WITH_ENV = "set -a && . /etc/worker-app/worker.env && set +a && "
+NODES = ("critical-0", "high-0", "default-0", "default-1", "low-0")
+PROBE = r"""
+import json, sys, time, uuid
+import redis
+from worker_app import app
+client = redis.Redis.from_url(app.conf.broker_url)
+tokens = {q: uuid.uuid4().hex[:8] for q in ("critical", "high", "default", "low")}
+for queue, token in tokens.items():
+    app.send_task("examples.record", args=[token], queue=queue)
+ran = {}
+deadline = time.time() + 60
+while len(ran) < len(tokens) and time.time() < deadline:
+    for queue, token in tokens.items():
+        values = client.lrange(f"worker_app:examples:ran:{token}", 0, -1)
+        if values:
+            ran[queue] = values[0].decode().split(" ", 1)[1]
+    time.sleep(0.2)
+print(json.dumps(ran))
+"""
+
+
+def in_env(host, command):
+    return host.run(f"sh -c '{WITH_ENV}{command}'")
+
+
+def wait_for_nodes(host):
+    out = ""
+    for _ in range(30):
+        out = in_env(host, f"{VENV}/bin/celery -A worker_app inspect ping -t 5").stdout
+        if all(f"{node}@" in out for node in NODES):
+            return out
+        time.sleep(2)
+    raise AssertionError(f"not every node answered: {out}")
+
+
+def test_every_node_answers_inspect_ping(host):
+    out = wait_for_nodes(host)
+    assert out.count("pong") == len(NODES)
+
+
+def test_workers_run_as_the_service_user(host):
+    lines = host.check_output("ps -eo user:20,args | grep '[w]orker-app worker'").splitlines()
+    assert lines
+    assert {line.split()[0] for line in lines} == {"celery"}
+    user = host.user("celery")
+    assert user.shell == "/usr/sbin/nologin"
+
+
+def test_each_pool_consumes_only_its_own_queue(host):
+    wait_for_nodes(host)
+    host.run_expect([0], f"cat > /tmp/probe.py <<'PY'\n{PROBE}\nPY")
+    out = in_env(host, f"{VENV}/bin/python /tmp/probe.py")
+    assert out.rc == 0, out.stderr
+    ran = json.loads(out.stdout)
+    assert set(ran) == {"critical", "high", "default", "low"}
+    for queue, value in ran.items():
+        pool, node = value.split()
+        assert pool == queue
+        assert node.startswith(f"{queue}-")
+
+
+def test_metrics_endpoints_answer(host):
+    wait_for_nodes(host)
+    for port in (9811, 9812, 9813, 9814, 9815):
+        body = host.check_output(f"curl -fsS http://127.0.0.1:{port}/metrics")
+        assert "celery_worker_up" in body, port
+
+
+def test_environment_file_is_private(host):
+    env = host.file("/etc/worker-app/worker.env")
+    assert (env.user, env.group, env.mode) == ("root", "celery", 0o640)
+    assert env.contains("CELERY_BROKER_URL=")
+
+
+def test_supervisor_waits_longer_than_the_time_limit(host):
+    conf = host.file("/etc/supervisor/conf.d/celery-low.conf").content_string
+    assert "stopwaitsecs=1890" in conf
+    assert "killasgroup=true" in conf
+    assert "--hostname low-%(process_num)d@%%h" in conf
