@@ -194,3 +194,32 @@ def _run_cli(client_app: Any, args: list[str], expect_ok: bool = True) -> Any:
     if expect_ok:
         assert result.exit_code == 0, result.output
     return result
+
+
+def test_dlq_cli_stats_delete_and_purge(client_app: Any, store: DeadLetterStore) -> None:
+    import time  # noqa: PLC0415
+
+    from worker_app.dlq.entry import DeadLetter  # noqa: PLC0415
+
+    now = time.time()
+    ids = [f"cli-{_token()}" for _ in range(3)]
+    for n, entry_id in enumerate(ids):
+        entry = DeadLetter(id=entry_id, reason="non_retryable", task_name="cli.task",
+                           task_id=entry_id, queue="low", failed_at=now - 432000 * n)  # fmt: skip
+        store.add(entry)
+    stats = json.loads(_run_cli(client_app, ["dlq", "stats", "--json"]).output)
+    assert {"queue": "low", "task": "cli.task", "count": 3} in stats["by_queue_and_task"]
+    listed = json.loads(
+        _run_cli(client_app, ["dlq", "list", "--task", "cli.task", "--json"]).output
+    )
+    assert [e["id"] for e in listed] == ids  # newest first
+    shown = json.loads(_run_cli(client_app, ["dlq", "show", ids[0], "--json"]).output)
+    assert shown["task_name"] == "cli.task"
+    # Purge refuses to run unattended without --yes, and changes nothing then.
+    refused = _run_cli(client_app, ["dlq", "purge", "--older-than", "7d"], expect_ok=False)
+    assert refused.exit_code != 0 and "--yes" in refused.output
+    assert len(list(store.iter_entries(task="cli.task"))) == 3
+    out = _run_cli(client_app, ["dlq", "purge", "--older-than", "7d", "--yes"]).output
+    assert "purged 1 entries" in out  # only the 10-day-old one
+    _run_cli(client_app, ["dlq", "delete", ids[0], ids[1]])
+    assert list(store.iter_entries(task="cli.task")) == []
