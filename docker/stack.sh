@@ -98,7 +98,20 @@ case "$cmd" in
     "$root/docker/build-images.sh"
     grafana=no
     if grafana_available; then grafana=yes; export COMPOSE_PROFILES=grafana; fi
-    compose up -d --wait --wait-timeout "${STACK_WAIT_TIMEOUT:-300}" --remove-orphans
+    compose up -d --wait --wait-timeout "${STACK_WAIT_TIMEOUT:-300}" --remove-orphans || true
+    # Do not trust the exit status alone (compose has returned 0 after a dependency
+    # failed its health check): every container must run and be healthy.
+    bad="$(compose ps -a --format '{{.Service}} {{.State}} {{.Health}}' \
+           | awk '$2 != "running" || ($3 != "" && $3 != "healthy") {print $1 " (" $2 " " $3 ")"}')"
+    if [[ -n "$bad" ]]; then
+        say "these services are not healthy:"
+        say "$bad"
+        for service in $(printf '%s\n' "$bad" | awk '{print $1}'); do
+            say "--- last log lines of $service"
+            compose logs --tail 20 "$service" >&2 || true
+        done
+        exit 1
+    fi
     summary "$grafana"
     ;;
   down) load_env; COMPOSE_PROFILES=grafana compose down ;;
