@@ -14,14 +14,19 @@ from worker_app.settings import Settings, SettingsError
 
 BUILTIN_TASK_MODULES: tuple[str, ...] = ("worker_app.tasks",)
 
-#: Beat's housekeeping schedule (seconds).
-MAINTENANCE_SCHEDULE: dict[str, dict[str, Any]] = {
-    "trim-dead-letters": {
-        "task": "worker_app.maintenance.trim_dlq",
-        "schedule": 300.0,
-        "options": {"queue": "low", "expires": 290},
-    },
-}
+
+def maintenance_schedule(interval: int = 300) -> dict[str, dict[str, Any]]:
+    """Beat's housekeeping schedule (every ``interval`` seconds)."""
+    return {
+        "trim-dead-letters": {
+            "task": "worker_app.maintenance.trim_dlq",
+            "schedule": float(interval),
+            "options": {"queue": "low", "expires": max(1, interval - 10)},
+        },
+    }
+
+
+MAINTENANCE_SCHEDULE = maintenance_schedule()
 
 
 def route_by_class(
@@ -68,7 +73,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "task_send_sent_event": True,
         "result_expires": 24 * 3600,
-        "beat_schedule": MAINTENANCE_SCHEDULE,
+        "beat_schedule": maintenance_schedule(settings.maintenance_interval),
         "enable_utc": True,
         "timezone": "UTC",
     }

@@ -51,6 +51,7 @@ class Settings:
     death_handlers: tuple[str, ...] = field(default_factory=tuple)
     log_format: str = "json"
     pool: str = ""
+    maintenance_interval: int = 300
 
     @property
     def state_redis_url(self) -> str:
@@ -88,4 +89,7 @@ class Settings:
             death_handlers=_csv(source.get("WORKER_APP_DEATH_HANDLERS")),
             log_format=log_format,
             pool=source.get("WORKER_APP_POOL", ""),
+            maintenance_interval=_int(
+                source, "WORKER_APP_MAINTENANCE_INTERVAL", cls.maintenance_interval, minimum=1
+            ),
         )

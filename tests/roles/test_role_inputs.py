@@ -44,9 +44,9 @@ GOOD_REDIS = {
     "redis_exporter_password": "a-long-enough-exporter-secret",
 }
 
-GOOD_WORKER = {
-    "celery_worker_broker_url": "redis://celery:secret@10.0.0.5:6379/0",
-    "celery_worker_wheelhouse_src": "@wheelhouse",  # replaced by a real directory per test
+GOOD_APP = {
+    "celery_app_broker_url": "redis://celery:secret@10.0.0.5:6379/0",
+    "celery_app_wheelhouse_src": "@wheelhouse",  # replaced by a real directory per test
 }
 
 BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
@@ -64,17 +64,17 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
      "redis_bind_addresses"),
     ("redis", {**GOOD_REDIS, "redis_maxmemory_policy": "allkeys-lru"}, "redis_maxmemory_policy"),
     ("redis", {**GOOD_REDIS, "redis_port": "six"}, "redis_port"),
-    ("celery_worker", {}, "celery_worker_broker_url"),
-    ("celery_worker", {"celery_worker_broker_url": "redis://c:p@h:6379/0",
-                       "celery_worker_wheelhouse_src": "/nonexistent"},
-     "celery_worker_wheelhouse_src"),
-    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": []}, "celery_worker_pools"),
-    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": [
+    ("celery_app", {}, "celery_app_broker_url"),
+    ("celery_app", {"celery_app_broker_url": "redis://c:p@h:6379/0",
+                    "celery_app_wheelhouse_src": "/nonexistent"}, "celery_app_wheelhouse_src"),
+    ("celery_app", {**GOOD_APP, "celery_app_environment": ["A=1"]}, "celery_app_environment"),
+    ("celery_worker", {"celery_worker_pools": []}, "celery_worker_pools"),
+    ("celery_worker", {"celery_worker_pools": [
         {"name": "urgent", "time_limit": 5, "metrics_port": 1}]}, "urgent"),
-    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": [
+    ("celery_worker", {"celery_worker_pools": [
         {"name": "default", "time_limit": 330, "metrics_port": 9813, "numprocs": 2},
         {"name": "low", "time_limit": 1860, "metrics_port": 9814}]}, "overlap"),
-    ("celery_worker", {**GOOD_WORKER, "celery_worker_pools": [
+    ("celery_worker", {"celery_worker_pools": [
         {"name": "default", "time_limit": "long", "metrics_port": 9813}]}, "time_limit"),
 ]  # fmt: skip
 
@@ -111,3 +111,24 @@ def test_bad_input_fails_fast_with_the_variable_named(
     assert "changed=0" in output, output
     failed_task = [line for line in output.splitlines() if line.startswith("TASK [")][-1]
     assert "Validating arguments" in failed_task or "Check" in failed_task, failed_task
+
+
+def test_two_beat_hosts_stop_the_play(tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.yml"
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory.write_text(yaml.safe_dump({"beat": {"hosts": {"beat-1": local, "beat-2": local}}}))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump(
+        [{"name": "two schedulers", "hosts": "beat", "gather_facts": False,
+          "roles": [{"role": "celery_beat"}]}]
+    ))  # fmt: skip
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "--check", "-i", str(inventory),
+         str(playbook)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "The beat group has 2 hosts (beat-1, beat-2)" in output
+    assert "changed=0" in output
