@@ -76,6 +76,11 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
         {"name": "low", "time_limit": 1860, "metrics_port": 9814}]}, "overlap"),
     ("celery_worker", {"celery_worker_pools": [
         {"name": "default", "time_limit": "long", "metrics_port": 9813}]}, "time_limit"),
+    ("flower", {}, "flower_basic_auth_password"),
+    ("flower", {"flower_basic_auth_password": "long-enough-secret",
+                "flower_address": "0.0.0.0"}, "flower_address"),  # noqa: S104 - refused
+    ("flower", {"flower_basic_auth_password": "long-enough-secret", "flower_port": "http"},
+     "flower_port"),
 ]  # fmt: skip
 
 

@@ -1,0 +1,51 @@
+"""Verifiers for the flower role: authentication, metrics, binding, state."""
+
+import os
+import time
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("all")
+
+URL = "http://127.0.0.1:5555"
+GOOD = "admin:molecule-flower-secret-0001"
+
+
+def status(host, path, auth=None):
+    user = f"-u {auth}" if auth else ""
+    for _ in range(30):
+        out = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' {user} {URL}{path}")
+        if out.stdout.strip() not in ("", "000"):
+            return int(out.stdout.strip())
+        time.sleep(1)
+    raise AssertionError("Flower does not answer")
+
+
+def test_requires_credentials(host):
+    assert status(host, "/") == 401
+    assert status(host, "/", "admin:wrong") == 401
+    assert status(host, "/", GOOD) == 200
+
+
+def test_metrics_behind_auth(host):
+    assert status(host, "/metrics") == 401
+    body = host.check_output(f"curl -fsS -u {GOOD} {URL}/metrics")
+    assert "flower_" in body
+
+
+def test_binds_only_the_configured_address(host):
+    status(host, "/", GOOD)
+    listening = host.check_output("ss -Htln | awk '{print $4}'").split()
+    assert [a for a in listening if a.endswith(":5555")] == ["127.0.0.1:5555"]
+
+
+def test_runs_as_service_user_with_private_state(host):
+    lines = host.check_output("ps -eo user:20,args | grep '[w]orker_app flower'").splitlines()
+    rows = [line for line in lines if "/bin/sh" not in line]
+    assert [row.split()[0] for row in rows] == ["celery"]
+    state = host.file("/var/lib/flower")
+    assert (state.user, state.mode) == ("celery", 0o750)
+    creds = host.file("/etc/worker-app/flower.env")
+    assert (creds.user, creds.group, creds.mode) == ("root", "celery", 0o640)
