@@ -81,6 +81,34 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
                 "flower_address": "0.0.0.0"}, "flower_address"),  # noqa: S104 - refused
     ("flower", {"flower_basic_auth_password": "long-enough-secret", "flower_port": "http"},
      "flower_port"),
+    ("node_exporter", {"node_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
+     "node_exporter_address"),
+    ("node_exporter", {"node_exporter_port": 91000}, "node_exporter_port"),
+    ("redis_exporter", {}, "redis_exporter_redis_password"),
+    ("redis_exporter", {"redis_exporter_redis_password": "secret",
+                        "redis_exporter_redis_addr": "redis://exporter:secret@10.0.0.5:6379"},
+     "redis_exporter_redis_addr"),
+    ("prometheus", {"prometheus_retention_time": "two weeks"}, "prometheus_retention_time"),
+    ("prometheus", {"prometheus_address": "0.0.0.0"}, "prometheus_address"),  # noqa: S104
+    ("prometheus", {"prometheus_scrape_jobs": [
+        {"name": "workers", "groups": [{"name": "workers_nowhere", "ports": [9811]}]}]},
+     "workers_nowhere"),
+    ("prometheus", {"prometheus_scrape_jobs": [{"targets": ["10.0.0.5:9100"]}]},
+     "prometheus_scrape_jobs"),
+    ("prometheus", {"prometheus_scrape_jobs": [
+        {"name": "redis", "groups": [{"name": "all", "ports": ["redis"]}]}]}, "ports"),
+    ("prometheus", {"prometheus_rules_src_dir": "/nonexistent/rules"}, "prometheus_rules_src_dir"),
+    ("prometheus", {"prometheus_alertmanagers": ["http://10.0.0.9:9093"]},
+     "prometheus_alertmanagers"),
+    ("grafana", {}, "grafana_admin_password"),
+    ("grafana", {"grafana_admin_password": "admin", "grafana_secret_key": "k" * 40},
+     "grafana_admin_password"),
+    ("grafana", {"grafana_admin_password": "a-long-admin-secret", "grafana_secret_key": "short"},
+     "grafana_secret_key"),
+    ("grafana", {"grafana_admin_password": "a-long-admin-secret", "grafana_secret_key": "k" * 40,
+                 "grafana_address": "::"}, "grafana_address"),
+    ("grafana", {"grafana_admin_password": "a-long-admin-secret", "grafana_secret_key": "k" * 40,
+                 "grafana_install": "maybe"}, "grafana_install"),
 ]  # fmt: skip
 
 
