@@ -15,7 +15,8 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        rules unit integration test-fast molecule molecule-all test bench up down clean ps logs demo dlq images e2e clean-wheels
+        rules unit integration test-fast molecule molecule-all test bench up down clean ps logs demo dlq images e2e clean-wheels \
+        deploy check rolling-deploy secrets rehearse rehearse-staging
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,10 +90,37 @@ molecule-all: $(STAMP) host-images wheels ## Every role's molecule scenario (rol
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
 
-test: test-fast molecule-all e2e ## Everything CI proves
+test: test-fast molecule-all e2e rehearse-staging ## Everything CI proves
 
 bench: $(STAMP) ## Benchmarks (not part of make test): table on stdout, JSON in bench-results/
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# --- environments (inventories/$(ENV)) -------------------------------------------
+ENV ?= staging
+VAULT_PASSWORD_FILE ?=
+# The password of the repository's example vaults: published, for rehearsals only.
+REHEARSAL_VAULT_PASSWORD ?= rehearsal-only-not-a-secret
+PLAYBOOK = ANSIBLE_CONFIG=ansible/ansible.cfg $(BIN)/ansible-playbook -i inventories/$(ENV) \
+	$(if $(VAULT_PASSWORD_FILE),--vault-password-file $(VAULT_PASSWORD_FILE),--ask-vault-pass)
+
+deploy: $(STAMP) wheels ## Converge an environment: make deploy ENV=staging VAULT_PASSWORD_FILE=~/.vault-staging
+	$(PLAYBOOK) ansible/site.yml $(ARGS)
+
+check: $(STAMP) wheels ## Dry run with diffs: make check ENV=production VAULT_PASSWORD_FILE=...
+	$(PLAYBOOK) ansible/site.yml --check --diff $(ARGS)
+
+rolling-deploy: $(STAMP) wheels ## Drain, upgrade and restart worker hosts one by one (ARGS="-e rolling_batch=2")
+	$(PLAYBOOK) ansible/deploy_workers.yml $(ARGS)
+
+secrets: $(STAMP) ## New random secrets in inventories/$(ENV)/group_vars/all/vault.yml (VAULT_PASSWORD_FILE=)
+	@test -n "$(VAULT_PASSWORD_FILE)" || { echo "usage: make secrets ENV=<env> VAULT_PASSWORD_FILE=<file>" >&2; exit 2; }
+	tools/secrets.sh $(ENV) $(VAULT_PASSWORD_FILE)
+
+rehearse: $(STAMP) host-images wheels ## Rehearse ENV on containers: converge, idempotence, check mode, e2e, rolling deploy
+	STACK_VAULT_PASSWORD='$(REHEARSAL_VAULT_PASSWORD)' tools/rehearse.sh $(ENV) $(or $(STEP),all)
+
+rehearse-staging: ## The staging rehearsal (part of make test)
+	$(MAKE) --no-print-directory rehearse ENV=staging
 
 # --- the local stack (docker compose) -----------------------------------------
 up: venv engine base-image wheels ## The whole stack in local docker (secrets in .env, ports on 127.0.0.1)

@@ -100,6 +100,9 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("prometheus", {"prometheus_rules_src_dir": "/nonexistent/rules"}, "prometheus_rules_src_dir"),
     ("prometheus", {"prometheus_alertmanagers": ["http://10.0.0.9:9093"]},
      "prometheus_alertmanagers"),
+    ("celery_exporter", {"celery_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
+     "celery_exporter_address"),
+    ("celery_exporter", {"celery_exporter_events": "sometimes"}, "celery_exporter_events"),
     ("grafana", {}, "grafana_admin_password"),
     ("grafana", {"grafana_admin_password": "admin", "grafana_secret_key": "k" * 40},
      "grafana_admin_password"),

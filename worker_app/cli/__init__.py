@@ -9,6 +9,7 @@ from worker_app.cli.demo import demo
 from worker_app.cli.dlq import dlq
 from worker_app.cli.exporter import exporter
 from worker_app.cli.inspect import inspect, ping, pools, probe
+from worker_app.cli.node import node
 from worker_app.cli.worker import worker
 
 
@@ -28,5 +29,6 @@ main.add_command(inspect)
 main.add_command(exporter)
 main.add_command(demo)
 main.add_command(probe)
+main.add_command(node)
 
 __all__ = ["main"]

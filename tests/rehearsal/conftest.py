@@ -1,0 +1,137 @@
+"""Fixtures for the rehearsal checks: the inventory as Ansible sees it, and clients to it.
+
+Run by ``tools/rehearse.sh ENV verify`` after the converge, which sets REHEARSAL_ENV,
+REHEARSAL_INVENTORY and REHEARSAL_CONNECTION and STACK_VAULT_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+class Rehearsal:
+    """The rehearsed environment: hosts, groups, secrets, and helpers to reach its services."""
+
+    def __init__(self, env_name: str, inventory: str, connection: str) -> None:
+        self.env_name = env_name
+        self.inventory = inventory
+        self.connection = connection
+        self.ansible_env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+        }
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        out = subprocess.run(
+            [str(BIN / "ansible-inventory"), "-i", self.inventory, "--list", *self.vault_args],
+            capture_output=True, text=True, env=self.ansible_env, check=True, timeout=120,
+        )  # fmt: skip
+        return dict(json.loads(out.stdout))
+
+    @property
+    def vault_args(self) -> list[str]:
+        return ["--vault-password-file", str(ROOT / "tools" / "vault-password-from-env.sh")]
+
+    def group(self, name: str) -> list[str]:
+        return sorted(self.data.get(name, {}).get("hosts", []))
+
+    def hostvars(self, host: str) -> dict[str, Any]:
+        return dict(self.data["_meta"]["hostvars"][host])
+
+    def address(self, host: str) -> str:
+        return str(self.hostvars(host)["private_address"])
+
+    def secret(self, name: str) -> str:
+        return str(self.hostvars(self.group("redis")[0])[name])
+
+    @property
+    def broker_url(self) -> str:
+        password = self.secret("vault_redis_celery_password")
+        return f"redis://celery:{password}@{self.address(self.group('redis')[0])}:6379/0"
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.broker_url)
+
+    def http(
+        self, url: str, auth: tuple[str, str] | None = None, timeout: float = 10
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(url)  # noqa: S310 - http to the rehearsal hosts only
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), bytes(error.read())
+
+    def prometheus(self, path: str) -> Any:
+        status, body = self.http(f"http://{self.address(self.group('monitoring')[0])}:9090{path}")
+        assert status == 200, body
+        return json.loads(body)["data"]
+
+    def playbook(self, playbook: str, *args: str, timeout: float = 1800) -> tuple[int, str]:
+        proc = subprocess.run(
+            [str(BIN / "ansible-playbook"), "-i", self.inventory, "-i", self.connection,
+             *self.vault_args, "-e", '{"stack_rehearsal": true, "grafana_install": false}',
+             str(ROOT / "ansible" / playbook), *args],
+            capture_output=True, text=True, env=self.ansible_env, timeout=timeout, check=False,
+        )  # fmt: skip
+        return proc.returncode, proc.stdout + proc.stderr
+
+    def client_env(self) -> dict[str, str]:
+        """The environment of a producer/CLI on the controller talking to the rehearsal broker."""
+        return {
+            **os.environ,
+            "CELERY_BROKER_URL": self.broker_url,
+            "WORKER_APP_TASK_MODULES": "worker_app.examples",
+        }
+
+    @cached_property
+    def pools(self) -> list[dict[str, Any]]:
+        wiring = yaml.safe_load((ROOT / "ansible/group_vars/all/wiring.yml").read_text())
+        return list(wiring["stack_worker_pools"])
+
+
+@pytest.fixture(scope="session")
+def rehearsal() -> Rehearsal:
+    missing = [
+        name
+        for name in ("REHEARSAL_ENV", "REHEARSAL_INVENTORY", "REHEARSAL_CONNECTION",
+                     "STACK_VAULT_PASSWORD")
+        if not os.environ.get(name)
+    ]  # fmt: skip
+    if missing:
+        pytest.fail(f"run through tools/rehearse.sh ENV verify (missing {', '.join(missing)})")
+    return Rehearsal(
+        os.environ["REHEARSAL_ENV"],
+        os.environ["REHEARSAL_INVENTORY"],
+        os.environ["REHEARSAL_CONNECTION"],
+    )
+
+
+@pytest.fixture(scope="session")
+def client_app(rehearsal: Rehearsal) -> Any:
+    """A producer app on the controller, publishing to the rehearsal broker."""
+    from worker_app.app import create_app  # noqa: PLC0415
+    from worker_app.settings import Settings  # noqa: PLC0415
+
+    return create_app(Settings.from_env(rehearsal.client_env()))

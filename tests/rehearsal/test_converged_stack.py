@@ -1,0 +1,95 @@
+"""End-to-end checks of a converged rehearsal, from the controller."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.rehearsal.conftest import ROOT, Rehearsal
+from tests.support.waiting import wait_until
+from worker_app.queues import QUEUE_NAMES
+
+
+def records(rehearsal: Rehearsal, kind: str) -> list[str]:
+    raw = rehearsal.redis().lrange(f"worker_app:examples:{kind}", 0, -1)
+    return [value.decode().split(" ", 1)[1] for value in raw]
+
+
+def test_a_task_on_each_queue_runs_on_a_host_of_that_pool(
+    rehearsal: Rehearsal, client_app: Any
+) -> None:
+    tokens = {queue: uuid.uuid4().hex[:8] for queue in QUEUE_NAMES}
+    for queue, token in tokens.items():
+        client_app.send_task("examples.record", args=[token], queue=queue)
+    for queue, token in tokens.items():
+        ran = wait_until(lambda t=token: records(rehearsal, f"ran:{t}"), timeout=60,
+                         what=f"the {queue} task")  # fmt: skip
+        pool, node = ran[0].split()
+        assert pool == queue
+        assert node.split("@", 1)[1] in rehearsal.group(f"workers_{queue}"), node
+
+
+def test_a_failing_task_lands_in_the_dlq_and_replays(rehearsal: Rehearsal, client_app: Any) -> None:
+    token = uuid.uuid4().hex[:8]
+    client_app.send_task("examples.always_fails", args=[token], queue="default")
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker_app.cli", "dlq", *args], env=rehearsal.client_env(),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def entry() -> dict[str, Any] | None:
+        listed = json.loads(cli("list", "--json", "--limit", "1000"))
+        return next((e for e in listed if e["args"] == [token]), None)
+
+    dead = wait_until(entry, timeout=90, what="the dead letter")
+    assert (dead["task_name"], dead["reason"]) == ("examples.always_fails", "retries_exhausted")
+    rehearsal.redis().set(f"worker_app:examples:fixed:{token}", 1)  # the upstream is fixed
+    assert f"replayed {dead['id']}" in cli("replay", dead["id"])
+    wait_until(lambda: records(rehearsal, f"succeeded:{token}"), timeout=60,
+               what="the replayed task")  # fmt: skip
+    assert entry() is None
+
+
+def test_prometheus_has_every_target_up_and_our_rules(rehearsal: Rehearsal) -> None:
+    def targets() -> list[dict[str, Any]] | None:
+        active = rehearsal.prometheus("/api/v1/targets")["activeTargets"]
+        return active if active and all(t["health"] == "up" for t in active) else None
+
+    up = wait_until(targets, timeout=120, interval=2, what="every target up")
+    by_job: dict[str, list[str]] = {}
+    for target in up:
+        by_job.setdefault(target["labels"]["job"], []).append(target["labels"].get("host", ""))
+    hosts = sorted(rehearsal.data["_meta"]["hostvars"])
+    assert sorted(by_job["node"]) == hosts
+    assert sorted(by_job["redis"]) == rehearsal.group("redis")
+    assert sorted(by_job["flower"]) == rehearsal.group("flower")
+    assert len(by_job["celery-exporter"]) == 1
+    workers = [t for t in up if t["labels"]["job"] == "celery-workers"]
+    for pool in rehearsal.pools:
+        assert sorted(
+            t["labels"]["host"] for t in workers if t["labels"]["pool"] == pool["name"]
+        ) == rehearsal.group(f"workers_{pool['name']}")
+    expected = sorted(
+        group["name"]
+        for path in sorted(Path(ROOT / "prometheus" / "rules").glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+    )
+    loaded = sorted(g["name"] for g in rehearsal.prometheus("/api/v1/rules")["groups"])
+    assert loaded == expected
+
+
+def test_flower_requires_authentication(rehearsal: Rehearsal) -> None:
+    url = f"http://{rehearsal.address(rehearsal.group('flower')[0])}:5555/"
+    assert rehearsal.http(url)[0] == 401
+    assert rehearsal.http(url, ("admin", "wrong-password"))[0] == 401
+    assert rehearsal.http(url, ("admin", rehearsal.secret("vault_flower_password")))[0] == 200

@@ -1,0 +1,90 @@
+"""ansible/site.yml stops in its preflight play, before any host is touched, on bad inventories.
+
+The inventory hosts (10.231.x) are never contacted: every preflight task is an assert that runs
+on the controller, and any_errors_fatal ends the run at the first failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = {
+    "vault_rehearsal_only": False,
+    "vault_redis_celery_password": "test-celery-password-0001",
+    "vault_redis_exporter_password": "test-exporter-password-0001",
+    "vault_flower_password": "test-flower-password-0001",
+    "vault_grafana_admin_password": "test-grafana-password-0001",
+    "vault_grafana_secret_key": "test-grafana-secret-key-0123456789abcdef",
+}
+
+
+def staging_copy(tmp_path: Path, secrets: dict[str, object]) -> Path:
+    """inventories/staging with a plain (test) vault holding ``secrets``."""
+    inventory = tmp_path / "staging"
+    shutil.copytree(ROOT / "inventories" / "staging", inventory)
+    (inventory / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(secrets))
+    return inventory
+
+
+def run(playbook: str, inventory: Path, tmp_path: Path) -> tuple[int, str]:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "STACK_VAULT_PASSWORD": "rehearsal-only-not-a-secret",
+    }
+    wheelhouse = tmp_path / "wheelhouse"  # what the celery_app preflight looks for
+    wheelhouse.mkdir(exist_ok=True)
+    (wheelhouse / "requirements.txt").write_text("celery==5.7.0\n")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+         "--vault-password-file", str(ROOT / "tools" / "vault-password-from-env.sh"),
+         "-e", f"celery_app_wheelhouse_src={wheelhouse}", str(ROOT / "ansible" / playbook)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def assert_stopped_in_preflight(output: str) -> None:
+    assert "unreachable=0" in output and "changed=0" in output, output
+    plays = {line.split("]")[0] for line in output.splitlines() if line.startswith("PLAY [")}
+    assert plays == {"PLAY [Preflight"}, plays
+
+
+def test_a_missing_secret_stops_the_run_naming_it(tmp_path: Path) -> None:
+    secrets = {k: v for k, v in SECRETS.items() if k != "vault_flower_password"}
+    rc, output = run("site.yml", staging_copy(tmp_path, secrets), tmp_path)
+    assert rc != 0
+    assert "vault_flower_password is missing or empty" in output, output
+    assert_stopped_in_preflight(output)
+
+
+def test_the_rehearsal_vault_is_refused_outside_a_rehearsal(tmp_path: Path) -> None:
+    rc, output = run("site.yml", ROOT / "inventories" / "staging", tmp_path)
+    assert rc != 0
+    assert "still holds the published rehearsal secrets" in output, output
+    assert_stopped_in_preflight(output)
+
+
+def test_two_beat_hosts_stop_the_run_before_any_host_changes(tmp_path: Path) -> None:
+    inventory = staging_copy(tmp_path, SECRETS)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["beat"]["hosts"]["stg-worker-2"] = None
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    rc, output = run("site.yml", inventory, tmp_path)
+    assert rc != 0
+    assert "The beat group has 2 hosts (stg-worker-1, stg-worker-2)" in output, output
+    assert_stopped_in_preflight(output)
+
+
+def test_a_good_inventory_passes_the_preflight(tmp_path: Path) -> None:
+    rc, output = run("preflight.yml", staging_copy(tmp_path, SECRETS), tmp_path)
+    assert rc == 0, output
+    assert "failed=0" in output and "unreachable=0" in output
