@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.rehearsal.conftest import ROOT, Rehearsal
 from tests.support.waiting import wait_until
 from worker_app.queues import QUEUE_NAMES
@@ -24,6 +26,7 @@ from worker_app.queues import QUEUE_NAMES
 DURATIONS = (0.05, 0.2, 1.0, 4.0)  # seconds each task sleeps: "several seconds" included
 
 
+@pytest.mark.timeout(1800)
 def test_rolling_deploy_under_load_loses_nothing(rehearsal: Rehearsal, client_app: Any) -> None:
     run = uuid.uuid4().hex[:6]
     published: list[str] = []
