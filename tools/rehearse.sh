@@ -21,8 +21,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 inventory="inventories/$env_name"
 [[ -f "$inventory/hosts.yml" ]] || { echo "rehearse: no inventory $inventory" >&2; exit 2; }
-: "${STACK_VAULT_PASSWORD:?set STACK_VAULT_PASSWORD (the vault password of $inventory)}"
-export STACK_VAULT_PASSWORD
+if [[ "$step" != down ]]; then
+  : "${STACK_VAULT_PASSWORD:?set STACK_VAULT_PASSWORD (the vault password of $inventory)}"
+  export STACK_VAULT_PASSWORD
+fi
 image="${REHEARSAL_IMAGE:-celery-stack/host:bookworm}"
 prefix="rehearsal-$env_name"
 work=".rehearsal/$env_name"
