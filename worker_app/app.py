@@ -81,11 +81,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def validate(settings: Settings) -> None:
     """Cross-field rules: a message must not be re-delivered while it still runs."""
-    longest = longest_time_limit()
+    longest = longest_time_limit(settings.max_time_limit)
     if settings.visibility_timeout <= longest + 60:
+        what = (
+            f"WORKER_APP_MAX_TIME_LIMIT ({longest}s)"
+            if settings.max_time_limit
+            else f"longest pool time limit ({longest}s)"
+        )
         raise SettingsError(
-            f"WORKER_APP_VISIBILITY_TIMEOUT={settings.visibility_timeout} must exceed the longest "
-            f"pool time limit ({longest}s) by more than 60s, or Redis re-delivers running tasks"
+            f"WORKER_APP_VISIBILITY_TIMEOUT={settings.visibility_timeout} must exceed the "
+            f"{what} by more than 60s, or Redis re-delivers running tasks"
+        )
+
+
+def check_task_time_limits(app: Celery, settings: Settings) -> None:
+    """Refuse tasks whose own hard time limit outlasts what the broker allows: their
+    messages would be delivered a second time while the first run still works."""
+    longest = longest_time_limit(settings.max_time_limit)
+    too_long = sorted(
+        f"{name} ({task.time_limit}s)"
+        for name, task in app.tasks.items()
+        if getattr(task, "time_limit", None) and task.time_limit > longest
+    )
+    if too_long:
+        raise SettingsError(
+            f"task time limits above the longest allowed ({longest}s, see "
+            f"WORKER_APP_MAX_TIME_LIMIT and WORKER_APP_VISIBILITY_TIMEOUT): {', '.join(too_long)}"
         )
 
 

@@ -3,6 +3,7 @@ consumes and with which limits. ``worker-app worker --pool NAME`` reads it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -34,6 +35,14 @@ class Pool:
     def __post_init__(self) -> None:
         if self.soft_time_limit >= self.time_limit:
             raise ValueError(f"pool {self.name}: soft_time_limit must be below time_limit")
+
+    def capped(self, max_time_limit: int | None) -> Pool:
+        """This pool with its hard limit lowered to ``max_time_limit`` (and the soft
+        limit below it) when the cap is lower; unchanged otherwise."""
+        if max_time_limit is None or max_time_limit >= self.time_limit:
+            return self
+        soft = min(self.soft_time_limit, max_time_limit - max(1, max_time_limit // 10))
+        return dataclasses.replace(self, time_limit=max_time_limit, soft_time_limit=soft)
 
     def worker_argv(self, concurrency: int | None = None, hostname: str | None = None) -> list[str]:
         """The ``celery worker`` arguments that run this pool."""
@@ -73,6 +82,6 @@ def get_pool(name: str) -> Pool:
         raise UnknownPoolError(name) from None
 
 
-def longest_time_limit() -> int:
-    """The longest hard time limit of any pool."""
-    return max(pool.time_limit for pool in POOLS.values())
+def longest_time_limit(max_time_limit: int | None = None) -> int:
+    """The longest hard time limit of any pool (under ``max_time_limit`` if given)."""
+    return max(pool.capped(max_time_limit).time_limit for pool in POOLS.values())

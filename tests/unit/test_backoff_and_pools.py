@@ -1,10 +1,12 @@
 """Backoff arithmetic, pool definitions and the app's cross-field rules."""
 
+import dataclasses
 import random
 
 import pytest
+from celery import Celery
 
-from worker_app.app import validate
+from worker_app.app import check_task_time_limits, validate
 from worker_app.backoff import backoff_ceiling, clamp_countdown, full_jitter
 from worker_app.pools import POOLS, UnknownPoolError, get_pool, longest_time_limit
 from worker_app.settings import Settings, SettingsError
@@ -73,3 +75,41 @@ def test_visibility_timeout_must_exceed_the_longest_time_limit() -> None:
     too_short = str(longest_time_limit())
     with pytest.raises(SettingsError, match="WORKER_APP_VISIBILITY_TIMEOUT"):
         validate(Settings.from_env({"WORKER_APP_VISIBILITY_TIMEOUT": too_short}))
+
+
+def test_max_time_limit_caps_every_pool_and_allows_a_shorter_visibility_timeout() -> None:
+    settings = Settings.from_env(
+        {"WORKER_APP_MAX_TIME_LIMIT": "100", "WORKER_APP_VISIBILITY_TIMEOUT": "161"}
+    )
+    validate(settings)
+    low = get_pool("low").capped(settings.max_time_limit)
+    assert (low.soft_time_limit, low.time_limit) == (90, 100)
+    critical = get_pool("critical").capped(settings.max_time_limit)
+    assert critical == get_pool("critical"), "a pool under the cap keeps its limits"
+    assert longest_time_limit(100) == 100
+    with pytest.raises(SettingsError, match=r"WORKER_APP_MAX_TIME_LIMIT \(100s\)"):
+        validate(dataclasses.replace(settings, visibility_timeout=160))
+
+
+@pytest.mark.parametrize("raw", ["0", "9", "ten"])
+def test_max_time_limit_must_be_a_sensible_integer(raw: str) -> None:
+    with pytest.raises(SettingsError, match="WORKER_APP_MAX_TIME_LIMIT"):
+        Settings.from_env({"WORKER_APP_MAX_TIME_LIMIT": raw})
+
+
+def test_a_task_time_limit_above_the_cap_is_refused_by_name() -> None:
+    settings = Settings.from_env(
+        {"WORKER_APP_MAX_TIME_LIMIT": "100", "WORKER_APP_VISIBILITY_TIMEOUT": "161"}
+    )
+    app = Celery("t", set_as_current=False)
+
+    @app.task(name="reports.monthly", time_limit=1800)  # type: ignore[untyped-decorator]
+    def monthly() -> None: ...
+
+    @app.task(name="mail.send", time_limit=60)  # type: ignore[untyped-decorator]
+    def send() -> None: ...
+
+    with pytest.raises(SettingsError, match=r"reports\.monthly \(1800s\)") as excinfo:
+        check_task_time_limits(app, settings)
+    assert "mail.send" not in str(excinfo.value)
+    check_task_time_limits(app, Settings.from_env({}))  # the default allows 1860 s

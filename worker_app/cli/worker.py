@@ -74,8 +74,17 @@ def worker(
         _enable_metrics(node, port, metrics_address)
 
     from worker_app import app  # noqa: PLC0415 - the app reads the environment
+    from worker_app.app import check_task_time_limits  # noqa: PLC0415
+    from worker_app.settings import SettingsError  # noqa: PLC0415
 
-    app.worker_app_settings = dataclasses.replace(app.worker_app_settings, pool=pool.name)
+    settings = dataclasses.replace(app.worker_app_settings, pool=pool.name)
+    app.worker_app_settings = settings
+    app.loader.import_default_modules()
+    try:
+        check_task_time_limits(app, settings)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    pool = pool.capped(settings.max_time_limit)
     argv = pool.worker_argv(concurrency=concurrency, hostname=node)
     argv += ["--loglevel", loglevel]
     if events:
