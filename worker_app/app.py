@@ -114,7 +114,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     """Create the Celery app with the bundle's configuration and task modules."""
     settings = settings or Settings.from_env()
     validate(settings)
-    app = Celery("worker_app", include=[*BUILTIN_TASK_MODULES, *settings.task_modules])
+    app = Celery(
+        "worker_app",
+        include=[*BUILTIN_TASK_MODULES, *settings.task_modules],
+        amqp="worker_app.amqp:GuardedAMQP",  # the message size guard
+    )
     app.conf.update(celery_config(settings))
     app.worker_app_settings = settings
     return app

@@ -55,6 +55,8 @@ class Settings:
     log_format: str = "json"
     pool: str = ""
     maintenance_interval: int = 300
+    # Largest serialized task body a producer may publish (see worker_app.message_size).
+    max_message_bytes: int = 1024 * 1024
 
     @property
     def state_redis_url(self) -> str:
@@ -95,5 +97,8 @@ class Settings:
             pool=source.get("WORKER_APP_POOL", ""),
             maintenance_interval=_int(
                 source, "WORKER_APP_MAINTENANCE_INTERVAL", cls.maintenance_interval, minimum=1
+            ),
+            max_message_bytes=_int(
+                source, "WORKER_APP_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
             ),
         )

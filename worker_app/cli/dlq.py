@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 import click
 
 from worker_app.dlq.entry import DeadLetter
-from worker_app.dlq.replay import NotReplayableError, replay
+from worker_app.dlq.replay import NotReplayableError, oversized, replay
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
 from worker_app.dlq.writer import store_for
+from worker_app.message_size import SETTING, MessageTooLargeError
 from worker_app.settings import Settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -142,12 +143,19 @@ def replay_cmd(
             raise click.ClickException(
                 f"not replayable (no task to publish): {', '.join(refused)} (nothing changed)"
             )
+    limit, too_large = oversized(app, entries)
+    if too_large:
+        listed = ", ".join(f"{entry_id} ({size} bytes)" for entry_id, size in too_large)
+        raise click.ClickException(
+            f"too large to publish under {SETTING}={limit}: {listed} (nothing changed); "
+            f"to replay them, run this command with {SETTING} set above their size"
+        )
     started = time.monotonic()
     replayed = kept = 0
     for entry in entries:
         try:
             removed = replay(store, app, entry)
-        except NotReplayableError as exc:
+        except (NotReplayableError, MessageTooLargeError) as exc:
             raise click.ClickException(str(exc)) from None
         replayed += 1
         kept += not removed

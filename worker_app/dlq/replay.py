@@ -7,11 +7,30 @@ from typing import Any
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.headers import FIRST_PUBLISHED_AT, REPLAY_COUNT
+from worker_app.message_size import body_size, task_body
 from worker_app.queues import DEFAULT_QUEUE
+from worker_app.settings import Settings
 
 
 class NotReplayableError(ValueError):
     """The entry holds no task that can be published (e.g. an undecodable body)."""
+
+
+def oversized(app: Any, entries: list[DeadLetter]) -> tuple[int, list[tuple[str, int]]]:
+    """The app's message size limit, and ``(id, bytes)`` of each entry over it.
+
+    ``dlq replay`` checks every entry before it publishes any, so a batch with
+    one entry the size guard would refuse changes nothing.
+    """
+    settings = getattr(app, "worker_app_settings", None) or Settings()
+    limit = settings.max_message_bytes
+    serializer, compression = app.conf.task_serializer, app.conf.task_compression
+    over = []
+    for entry in entries:
+        size = body_size(task_body(entry.args, entry.kwargs), serializer, compression)
+        if size > limit:
+            over.append((entry.id, size))
+    return limit, over
 
 
 def replay(store: DeadLetterStore, app: Any, entry: DeadLetter) -> bool:
