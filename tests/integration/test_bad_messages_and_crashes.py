@@ -1,4 +1,8 @@
-"""Messages a worker cannot run, and workers that die mid-task: nothing is lost."""
+"""Messages a worker cannot run, and workers that die mid-task: nothing is lost.
+
+Each bad message ends as exactly one DLQ entry with the reason (and whatever could be read of
+it), nothing of it stays queued or unacknowledged, and the worker goes on with the next message.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import redis
 from kombu import Producer
 
 from tests.integration.conftest import StartWorker, records
+from tests.support.broker import nothing_pending
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
@@ -56,9 +61,21 @@ def _still_consuming(client_app: Any, state: redis.Redis) -> None:
     wait_until(lambda: records(state, f"ran:{token}"), timeout=20, what="a normal task after it")
 
 
+def _settled(client_app: Any, state: redis.Redis, store: DeadLetterStore, dead_before: int) -> None:
+    """The bad message left one DLQ entry and nothing in the broker; later messages run."""
+    _still_consuming(client_app, state)
+    wait_until(
+        lambda: nothing_pending(state),
+        what="the broker to hold nothing of it",
+    )
+    assert len(store) == dead_before + 1, "exactly one DLQ entry for the bad message"
+
+
+@pytest.mark.bad_input
 def test_unknown_task_name_is_dead_lettered(
     high_worker: WorkerProcess, client_app: Any, state: redis.Redis, store: DeadLetterStore
 ) -> None:
+    dead_before = len(store)
     result = client_app.send_task(
         "billing.no_such_task", args=[1, 2], kwargs={"x": 3}, queue="high"
     )
@@ -69,25 +86,30 @@ def test_unknown_task_name_is_dead_lettered(
     assert entry.kwargs == {"x": 3}
     assert entry.queue == "high"
     assert entry.replayable
-    _still_consuming(client_app, state)
+    _settled(client_app, state, store, dead_before)
 
 
+@pytest.mark.bad_input
 def test_undecodable_body_is_dead_lettered(
     high_worker: WorkerProcess, client_app: Any, state: redis.Redis, store: DeadLetterStore
 ) -> None:
+    dead_before = len(store)
     task_id = str(uuid.uuid4())
     _publish_raw(client_app, b'{"not json', "application/json", _task_headers(task_id))
     entry = wait_until(lambda: _entry(store, task_id), what="the DLQ entry")
     assert entry.reason == "undecodable"
     assert entry.task_name == "examples.record"
     assert entry.raw_body == '{"not json'
+    assert entry.exception_type == "kombu.exceptions.DecodeError"
     assert not entry.replayable
-    _still_consuming(client_app, state)
+    _settled(client_app, state, store, dead_before)
 
 
+@pytest.mark.bad_input
 def test_pickle_message_is_refused_and_dead_lettered(
     high_worker: WorkerProcess, client_app: Any, state: redis.Redis, store: DeadLetterStore
 ) -> None:
+    dead_before = len(store)
     task_id = str(uuid.uuid4())
     token = uuid.uuid4().hex[:8]
     body = pickle.dumps(((token,), {}, {}))
@@ -95,14 +117,19 @@ def test_pickle_message_is_refused_and_dead_lettered(
     entry = wait_until(lambda: _entry(store, task_id), what="the DLQ entry")
     assert entry.reason == "undecodable"
     assert entry.exception_type == "kombu.exceptions.ContentDisallowed"
+    assert entry.exception_message == (
+        "Refusing to deserialize untrusted content of type pickle (application/x-python-serialize)"
+    )
     assert entry.content_type == "application/x-python-serialize"
     assert records(state, f"ran:{token}") == [], "a pickled task must never run"
-    _still_consuming(client_app, state)
+    _settled(client_app, state, store, dead_before)
 
 
+@pytest.mark.bad_input
 def test_message_that_is_not_a_task_is_dead_lettered(
     high_worker: WorkerProcess, client_app: Any, state: redis.Redis, store: DeadLetterStore
 ) -> None:
+    dead_before = len(store)
     marker = uuid.uuid4().hex
     _publish_raw(client_app, f'{{"hello": "{marker}"}}'.encode(), "application/json", {})
     entry = wait_until(
@@ -112,7 +139,9 @@ def test_message_that_is_not_a_task_is_dead_lettered(
         what="the DLQ entry",
     )
     assert entry.reason == "invalid_message"
-    _still_consuming(client_app, state)
+    assert entry.exception_type == "celery.exceptions.InvalidTaskError"
+    assert entry.exception_message == "not a Celery task message: it has no 'task' header"
+    _settled(client_app, state, store, dead_before)
 
 
 def test_sigkill_of_the_process_running_a_task_runs_it_again(

@@ -165,6 +165,7 @@ def test_idempotent_task_published_twice_runs_once(
     assert records(state, f"charged:{order}") == ["1999"]
 
 
+@pytest.mark.bad_input
 def test_dlq_cli_refuses_unknown_ids_and_changes_nothing(
     default_worker: WorkerProcess, client_app: Any, store: DeadLetterStore
 ) -> None:

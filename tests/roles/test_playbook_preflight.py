@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from tests.support.ansible_output import failure_message, recap
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
@@ -53,26 +56,32 @@ def run(playbook: str, inventory: Path, tmp_path: Path) -> tuple[int, str]:
 
 
 def assert_stopped_in_preflight(output: str) -> None:
-    assert "unreachable=0" in output and "changed=0" in output, output
+    hosts = recap(output)
+    assert sorted(hosts) == ["stg-broker-1", "stg-worker-1", "stg-worker-2"], output
+    assert all(h["changed"] == 0 and h["unreachable"] == 0 for h in hosts.values()), hosts
+    assert any(h["failed"] for h in hosts.values()), hosts
     plays = {line.split("]")[0] for line in output.splitlines() if line.startswith("PLAY [")}
     assert plays == {"PLAY [Preflight"}, plays
 
 
+@pytest.mark.bad_input
 def test_a_missing_secret_stops_the_run_naming_it(tmp_path: Path) -> None:
     secrets = {k: v for k, v in SECRETS.items() if k != "vault_flower_password"}
     rc, output = run("site.yml", staging_copy(tmp_path, secrets), tmp_path)
     assert rc != 0
-    assert "vault_flower_password is missing or empty" in output, output
+    assert "vault_flower_password is missing or empty" in failure_message(output), output
     assert_stopped_in_preflight(output)
 
 
+@pytest.mark.bad_input
 def test_the_rehearsal_vault_is_refused_outside_a_rehearsal(tmp_path: Path) -> None:
     rc, output = run("site.yml", ROOT / "inventories" / "staging", tmp_path)
     assert rc != 0
-    assert "still holds the published rehearsal secrets" in output, output
+    assert "still holds the published rehearsal secrets" in failure_message(output), output
     assert_stopped_in_preflight(output)
 
 
+@pytest.mark.bad_input
 def test_two_beat_hosts_stop_the_run_before_any_host_changes(tmp_path: Path) -> None:
     inventory = staging_copy(tmp_path, SECRETS)
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
@@ -80,7 +89,8 @@ def test_two_beat_hosts_stop_the_run_before_any_host_changes(tmp_path: Path) -> 
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     rc, output = run("site.yml", inventory, tmp_path)
     assert rc != 0
-    assert "The beat group has 2 hosts (stg-worker-1, stg-worker-2)" in output, output
+    message = failure_message(output)
+    assert "The beat group has 2 hosts (stg-worker-1, stg-worker-2)" in message, output
     assert_stopped_in_preflight(output)
 
 

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.worker.consumer.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
@@ -83,7 +84,8 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
         """Not a task message: dead-letter, then Celery rejects it."""
-        self._dead_letter(message, "invalid_message", None, body)
+        exc = InvalidTaskError("not a Celery task message: it has no 'task' header")
+        self._dead_letter(message, "invalid_message", exc, body)
         super().on_unknown_message(body, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: BaseException) -> None:

@@ -50,7 +50,7 @@ def dead_letter(entry: DeadLetter, settings: Settings) -> bool:
     created = store_for(settings).add(entry)
     logger.error(
         "dead-lettered %s[%s]: %s (%s: %s)",
-        entry.task_name,
+        entry.task_name or "(no task name)",
         entry.id,
         entry.reason,
         entry.exception_type,
