@@ -16,6 +16,11 @@ vault="$root/.venv/bin/ansible-vault"
 [[ -x "$vault" ]] || vault=ansible-vault
 
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(int(__import__("sys").argv[1])))' "$1"; }
+# The smarthost's password is the mail provider's, not ours to invent: taken from
+# ALERTMANAGER_SMTP_PASSWORD, else left empty (the preflight then asks for it, if the
+# inventory logs in to a smarthost). A rehearsal vault gets a random one.
+smtp_password="${ALERTMANAGER_SMTP_PASSWORD:-}"
+if [[ "$rehearsal" == true && -z "$smtp_password" ]]; then smtp_password="$(secret 24)"; fi
 
 umask 077
 plain="$(mktemp)"
@@ -29,6 +34,7 @@ vault_redis_exporter_password: "$(secret 32)"
 vault_flower_password: "$(secret 24)"
 vault_grafana_admin_password: "$(secret 24)"
 vault_grafana_secret_key: "$(secret 48)"
+vault_alertmanager_smtp_password: $(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$smtp_password")
 YAML
 if [[ -f "$dir/vault.yml" ]]; then
   backup="$dir/vault.yml.$(date +%Y%m%d%H%M%S).bak"

@@ -93,3 +93,28 @@ def test_flower_requires_authentication(rehearsal: Rehearsal) -> None:
     assert rehearsal.http(url)[0] == 401
     assert rehearsal.http(url, ("admin", "wrong-password"))[0] == 401
     assert rehearsal.http(url, ("admin", rehearsal.secret("vault_flower_password")))[0] == 200
+
+
+def test_prometheus_sends_to_the_alertmanager_with_our_routing(rehearsal: Rehearsal) -> None:
+    monitoring = [rehearsal.address(host) for host in rehearsal.group("monitoring")]
+    expected = sorted(f"http://{address}:9093/api/v2/alerts" for address in monitoring)
+
+    def active() -> list[str] | None:
+        found = sorted(
+            a["url"] for a in rehearsal.prometheus("/api/v1/alertmanagers")["activeAlertmanagers"]
+        )
+        return found if found == expected else None
+
+    assert wait_until(active, timeout=60, interval=2, what="the Alertmanagers in Prometheus")
+    routing = yaml.safe_load((ROOT / "alertmanager" / "routing.yml").read_text())
+    for address in monitoring:
+        status, body = rehearsal.http(f"http://{address}:9093/api/v2/status")
+        assert status == 200, body
+        loaded = json.loads(body)
+        config = yaml.safe_load(loaded["config"]["original"])
+        assert [r["name"] for r in config["receivers"]] == ["critical", "warning"]
+        assert [r["source_matchers"] for r in config["inhibit_rules"]] == [
+            r["source_matchers"] for r in routing["inhibit_rules"]
+        ]
+        assert config["route"]["receiver"] == routing["route"]["receiver"]
+        assert loaded["cluster"]["status"] == "disabled"

@@ -25,6 +25,7 @@ SECRETS = {
     "vault_flower_password": "test-flower-password-0001",
     "vault_grafana_admin_password": "test-grafana-password-0001",
     "vault_grafana_secret_key": "test-grafana-secret-key-0123456789abcdef",
+    "vault_alertmanager_smtp_password": "test-smtp-password-0001",
 }
 
 
@@ -70,6 +71,16 @@ def test_a_missing_secret_stops_the_run_naming_it(tmp_path: Path) -> None:
     rc, output = run("site.yml", staging_copy(tmp_path, secrets), tmp_path)
     assert rc != 0
     assert "vault_flower_password is missing or empty" in failure_message(output), output
+    assert_stopped_in_preflight(output)
+
+
+@pytest.mark.bad_input
+def test_a_missing_smarthost_password_stops_the_run_naming_it(tmp_path: Path) -> None:
+    # The inventories log in to a smarthost for e-mail alerts, so its password is required.
+    secrets = {k: v for k, v in SECRETS.items() if k != "vault_alertmanager_smtp_password"}
+    rc, output = run("site.yml", staging_copy(tmp_path, secrets), tmp_path)
+    assert rc != 0
+    assert "alertmanager_smtp_auth_password must be set" in output, output
     assert_stopped_in_preflight(output)
 
 

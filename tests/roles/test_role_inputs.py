@@ -51,6 +51,13 @@ GOOD_APP = {
     "celery_app_wheelhouse_src": "@wheelhouse",  # replaced by a real directory per test
 }
 
+GOOD_AM = {
+    "alertmanager_receivers": [
+        {"name": "critical", "webhook_urls": ["http://10.0.0.9:9095/critical"]},
+        {"name": "warning", "webhook_urls": ["http://10.0.0.9:9095/warning"]},
+    ],
+}
+
 BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("supervisor", {"supervisor_minfds": "many"}, "supervisor_minfds"),
     ("supervisor", {"supervisor_socket_mode": "0777"}, "supervisor_socket_mode"),
@@ -102,6 +109,31 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("prometheus", {"prometheus_rules_src_dir": "/nonexistent/rules"}, "prometheus_rules_src_dir"),
     ("prometheus", {"prometheus_alertmanagers": ["http://10.0.0.9:9093"]},
      "prometheus_alertmanagers"),
+    ("alertmanager", {}, "alertmanager_receivers"),
+    ("alertmanager", {**GOOD_AM, "alertmanager_address": "0.0.0.0"},  # noqa: S104 - refused
+     "alertmanager_address"),
+    ("alertmanager", {**GOOD_AM, "alertmanager_port": "alerts"}, "alertmanager_port"),
+    ("alertmanager", {**GOOD_AM, "alertmanager_retention": "five days"}, "alertmanager_retention"),
+    ("alertmanager", {"alertmanager_receivers": [
+        {"name": "critical", "email_to": ["oncall@example.com"]},
+        {"name": "warning", "webhook_urls": ["http://10.0.0.9:9095/"]}]},
+     "alertmanager_smtp_smarthost"),
+    ("alertmanager", {**GOOD_AM, "alertmanager_smtp_smarthost": "smtp.example.com:587",
+                      "alertmanager_smtp_from": "am@example.com",
+                      "alertmanager_smtp_auth_username": "am@example.com"},
+     "alertmanager_smtp_auth_password"),
+    ("alertmanager", {"alertmanager_receivers": [
+        {"name": "critical", "webhook_urls": ["10.0.0.9:9095/hook"]},
+        {"name": "warning", "discard": True}]}, "webhook_urls"),
+    ("alertmanager", {"alertmanager_receivers": [
+        {"name": "critical", "webhook_urls": ["http://10.0.0.9:9095/"]},
+        {"name": "critical", "webhook_urls": ["http://10.0.0.9:9096/"]}]},
+     "alertmanager_receivers"),
+    ("alertmanager", {"alertmanager_receivers": [
+        {"name": "critical", "webhook_urls": ["http://10.0.0.9:9095/"]}, {"name": "warning"}]},
+     "warning would reach nobody"),
+    ("alertmanager", {**GOOD_AM, "alertmanager_route": ["receiver: warning"]},
+     "alertmanager_route"),
     ("celery_exporter", {"celery_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
      "celery_exporter_address"),
     ("celery_exporter", {"celery_exporter_events": "sometimes"}, "celery_exporter_events"),
