@@ -40,6 +40,15 @@ def test_exporter_user_cannot_write(host):
     assert cli(host, EXPORTER, "ping").stdout.strip() == "PONG"
 
 
+def test_exporter_user_sees_server_metadata_only(host):
+    cli(host, CELERY, "set molecule:private payload")
+    for command in ("get molecule:private", "scan 0", "client kill id 1", "client pause 0"):
+        out = cli(host, EXPORTER, command)
+        assert "NOPERM" in out.stdout + out.stderr, command
+    assert "redis_version" in cli(host, EXPORTER, "info server").stdout
+    assert cli(host, EXPORTER, "slowlog len").rc == 0
+
+
 def test_persistence_and_eviction_policy(host):
     assert cli(host, EXPORTER, "config get appendonly").stdout.split() == ["appendonly", "yes"]
     assert cli(host, EXPORTER, "config get appendfsync").stdout.split() == [

@@ -28,6 +28,13 @@ def test_logs_in_and_reports_redis(host):
     assert "redis_connected_clients" in body
 
 
+def test_the_least_privilege_acl_refuses_none_of_its_commands(host):
+    scrape(host)
+    scrape(host)
+    admin = "--user molecule-admin --pass molecule-admin-secret-0001 --no-auth-warning"
+    assert host.check_output(f"redis-cli -h 127.0.0.1 -p 6379 {admin} acl log") == ""
+
+
 def test_password_stays_out_of_the_process_list(host):
     scrape(host)
     assert SECRET not in host.check_output("ps -eo args")
