@@ -85,6 +85,23 @@ def test_listens_on_the_configured_address_as_prometheus(host):
     assert flags["storage.tsdb.retention.time"] == "15d"
 
 
+def test_alerts_are_sent_to_the_alertmanager(host):
+    active = api(host, "/api/v1/alertmanagers")["activeAlertmanagers"]
+    assert [a["url"] for a in active] == ["http://127.0.0.1:9093/api/v2/alerts"]
+
+    # No worker pool runs in this scenario, so our rules fire CeleryWorkerPoolDown once its
+    # `for: 2m` has passed; Alertmanager then holds it, sent by this Prometheus.
+    def received():
+        out = host.run("curl -fsS http://127.0.0.1:9093/api/v2/alerts")
+        alerts = json.loads(out.stdout) if out.rc == 0 else []
+        return [a for a in alerts if a["labels"]["alertname"] == "CeleryWorkerPoolDown"]
+
+    alerts = wait_for(received, seconds=240)
+    assert alerts, "Alertmanager never received CeleryWorkerPoolDown"
+    assert {a["labels"]["pool"] for a in alerts} == {"critical", "high", "default", "low"}
+    assert all(a["generatorURL"].startswith("http://") for a in alerts)
+
+
 def copy_rules(tmp_path, extra_name, extra_text):
     rules = tmp_path / "rules"
     rules.mkdir()
