@@ -1,0 +1,740 @@
+"""Hardening checks on the converged rehearsal hosts: one test per item of docs/hardening.md.
+
+Expectations come from the configuration, never from what was deployed: which roles
+``ansible/site.yml`` gives each host and every role variable as Ansible resolves it for that host
+(tests/rehearsal/inspection.py). Each test collects every violation on every host and fails with
+the whole list; each also counts what it checked, so that it cannot pass on an empty rehearsal.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import ipaddress
+import pickle
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+from kombu import Producer
+
+from tests.rehearsal.conftest import Rehearsal
+from tests.rehearsal.inspection import (
+    Host,
+    HostConfig,
+    configured_hosts,
+    rehearsal_hosts,
+    role_defaults,
+)
+from tests.support.waiting import wait_until
+from worker_app.dlq.store import UnknownEntryError
+from worker_app.dlq.writer import store_for
+from worker_app.settings import Settings
+
+Spec = str | Callable[[HostConfig], Any]
+
+
+def fixed(value: Any) -> Callable[[HostConfig], Any]:
+    """A value the role hard-codes (no variable)."""
+    return lambda _host: value
+
+
+@dataclass(frozen=True)
+class Service:
+    """A process a role runs under supervisor, described by the role's variables.
+
+    By convention a role names them ``<role>_program_name``, ``<role>_user``,
+    ``<role>_address`` and ``<role>_port``; an entry names only what differs. Where a role runs
+    is read from the playbooks, so an entry for a role no play applies is inert.
+    """
+
+    role: str
+    program: Spec = ""
+    user: Spec = ""
+    addresses: Spec = ""
+    ports: Spec = ""
+    listens: bool = True
+    runs: bool = True  # False: configured, but not started in the rehearsal
+    pools: bool = False  # one program per entry of celery_worker_pools
+
+    def value(self, host: HostConfig, spec: Spec, suffix: str) -> Any:
+        return spec(host) if callable(spec) else host.of(self.role, spec or f"{self.role}_{suffix}")
+
+
+# Every service the stack runs. Adding one (e.g. a new exporter) is one line here.
+SERVICES = (
+    Service("redis", user=fixed("redis"), addresses="redis_bind_addresses"),
+    Service("redis_exporter"),
+    Service("node_exporter"),
+    Service("celery_worker", addresses="celery_worker_metrics_address", pools=True),
+    Service("celery_beat", listens=False),
+    Service("flower"),
+    Service("celery_exporter"),
+    Service("prometheus"),
+    Service("alertmanager"),  # issue 10: inert until a play applies the role
+    # No Grafana package source is reachable here (roles/grafana README): its configuration is
+    # checked, the program stays stopped.
+    Service("grafana", runs=False),
+)
+ROLES_WITHOUT_A_SERVICE = {"supervisor", "celery_app"}
+
+# The rehearsal containers' only foreign socket: Docker's embedded DNS resolver, which Docker
+# opens in the container's network namespace (no process of the host holds it).
+DOCKER_DNS = "127.0.0.11"
+WILDCARDS = {"0.0.0.0", "::"}  # noqa: S104 - what no socket may use
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A supervisor program a host must run, as configured."""
+
+    name: str
+    role: str
+    user: str
+    sockets: frozenset[tuple[str, int]]
+    runs: bool
+
+
+def expected_programs(host: HostConfig) -> dict[str, Expected]:
+    """The supervisor programs of ``host``, from its roles and variables."""
+    unknown = host.roles - {s.role for s in SERVICES} - ROLES_WITHOUT_A_SERVICE
+    assert not unknown, f"{host.name}: roles {unknown} run something: add them to SERVICES"
+    programs = {}
+    for service in SERVICES:
+        if service.role not in host.roles:
+            continue
+        user = service.value(host, service.user, "user")
+        addresses: list[str] = []
+        if service.listens:
+            value = service.value(host, service.addresses, "address")
+            addresses = [value] if isinstance(value, str) else list(value)
+        if service.pools:
+            for pool in host["celery_worker_pools"]:
+                first = int(pool["metrics_port"])
+                ports = range(first, first + int(pool.get("numprocs", 1)))
+                name = f"celery-{pool['name']}"  # roles/celery_worker: one program per pool
+                sockets = frozenset((a, p) for a in addresses for p in ports)
+                programs[name] = Expected(name, service.role, user, sockets, service.runs)
+            continue
+        name = service.value(host, service.program, "program_name")
+        ports = [int(service.value(host, service.ports, "port"))] if service.listens else []
+        sockets = frozenset((a, p) for a in addresses for p in ports)
+        programs[name] = Expected(name, service.role, user, sockets, service.runs)
+    return programs
+
+
+@pytest.fixture(scope="module")
+def configured(rehearsal: Rehearsal) -> dict[str, HostConfig]:
+    return configured_hosts(rehearsal)
+
+
+@pytest.fixture
+def hosts(rehearsal: Rehearsal) -> dict[str, Host]:
+    return rehearsal_hosts(rehearsal)
+
+
+def with_role(configured: dict[str, HostConfig], role: str) -> list[HostConfig]:
+    return [host for host in configured.values() if role in host.roles]
+
+
+def grafana_ini(host: Host, config: HostConfig) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read_string(host.read(f"{config['grafana_config_dir']}/grafana.ini"))
+    return parser
+
+
+def unquote_ini(value: str) -> str:
+    return value[3:-3] if value.startswith('"""') and value.endswith('"""') else value
+
+
+def is_private(address: str, config: HostConfig) -> bool:
+    ip = ipaddress.ip_address(address)
+    return address in (config.address, "127.0.0.1", "::1") and (ip.is_private or ip.is_loopback)
+
+
+def report(problems: list[str]) -> str:
+    return "\n".join(["", *problems])
+
+
+# --- 1. Redis requires authentication; its ACL users are least-privilege ----------------
+
+# Commands neither ACL user may run, each in a form that would do no harm if it did run:
+# a refusal (NOPERM) proves the ACL; any other answer means the ACL let it through.
+ADMIN_COMMANDS = (
+    ("FLUSHALL", "NO-SUCH-FLAG"),
+    ("FLUSHDB", "NO-SUCH-FLAG"),
+    ("CONFIG", "SET", "no-such-parameter", "1"),
+    ("ACL", "LIST"),
+    ("ACL", "LOG"),
+    ("ACL", "SETUSER", "hardening-probe", "no-such-rule"),
+    ("SHUTDOWN", "NOSAVE", "SAVE"),
+    ("DEBUG", "SLEEP", "0"),
+    ("MONITOR",),
+    ("KEYS", "hardening-no-such-key:*"),
+    ("SAVE",),
+    ("BGSAVE", "SCHEDULE"),
+    ("BGREWRITEAOF",),
+    ("LASTSAVE",),
+    ("REPLICAOF", "NO", "ONE"),
+    ("FAILOVER", "ABORT"),
+    ("MODULE", "LIST"),
+    ("CLIENT", "KILL", "ID", "0"),
+    ("CLIENT", "PAUSE", "0"),
+    ("SWAPDB", "14", "15"),
+    ("SLOWLOG", "RESET"),
+    ("LATENCY", "RESET"),
+)
+# Celery's user also has no business with the exporter's monitoring commands.
+CELERY_DENIED = (
+    *ADMIN_COMMANDS,
+    ("CONFIG", "GET", "maxmemory"),
+    ("CLIENT", "LIST"),
+    ("SLOWLOG", "GET"),
+)
+# The exporter reads server metadata only: no key or channel, no write.
+EXPORTER_DENIED_ON_KEY = (
+    *[(command, "{key}") for command in ("GET", "STRLEN", "EXISTS", "TYPE", "DUMP", "HGETALL")],
+    ("LRANGE", "{key}", "0", "-1"),
+    ("SCAN", "0"),
+    ("SET", "{key}", "changed"),
+    ("APPEND", "{key}", "x"),
+    ("DEL", "{key}"),
+    ("EXPIRE", "{key}", "1"),
+    ("LPUSH", "{key}-list", "x"),
+    ("PUBLISH", "hardening-probe", "x"),
+    ("MULTI",),
+    ("EVAL", "return 1", "0"),
+)
+# What redis_exporter runs with its default flags (and health checks): allowed.
+EXPORTER_NEEDS = (
+    ("PING",),
+    ("INFO", "server"),
+    ("CONFIG", "GET", "maxmemory"),
+    ("SLOWLOG", "LEN"),
+    ("LATENCY", "LATEST"),
+    ("LATENCY", "HISTOGRAM"),
+    ("CLIENT", "SETNAME", "probe"),
+)
+
+
+def refused(connect: Callable[[], redis.Redis], command: tuple[str, ...]) -> bool:
+    """Whether Redis refuses ``command`` to this user (NOPERM; for DEBUG also its server switch)."""
+    client = connect()
+    try:
+        client.execute_command(*command)
+    except redis.exceptions.NoPermissionError:
+        return True
+    except redis.exceptions.ResponseError as error:
+        # Redis 7 disables DEBUG for every user (enable-debug-command no) before the ACL check.
+        return command[0] == "DEBUG" and "not allowed" in str(error)
+    finally:
+        client.close()
+    return False
+
+
+def anonymous_access(host: Host, address: str, port: int) -> bool:
+    """Whether Redis at ``address`` answers a client that did not authenticate."""
+    if ipaddress.ip_address(address).is_loopback:  # reachable from the host only
+        out = host.run(f"redis-cli -h {address} -p {port} ping")
+        return "NOAUTH" not in out.stdout + out.stderr
+    client = redis.Redis(host=address, port=port, socket_timeout=10)  # from the controller
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def acl_user_problems(host: Host, config: HostConfig) -> Iterator[str]:
+    """The ACL file defines exactly the configured users, and `default` is off."""
+    users = {
+        line.split()[1]: line.split()[2:]
+        for line in host.read(config.of("redis", "redis_acl_path")).splitlines()
+        if line.startswith("user ")
+    }
+    wanted = {
+        "default",
+        config.of("redis", "redis_celery_user"),
+        config.of("redis", "redis_exporter_user"),
+        *(user["name"] for user in config.of("redis", "redis_extra_users")),
+    }
+    if set(users) != wanted:
+        yield f"{config.name}: ACL users {sorted(users)}, configured {sorted(wanted)}"
+    if "off" not in users.get("default", []):
+        yield f"{config.name}: the default user is not disabled"
+
+
+def connector(config: HostConfig, user: str, password: str) -> Callable[[], redis.Redis]:
+    address, port = config.address, int(config.of("redis", "redis_port"))
+    return lambda: redis.Redis(
+        host=address, port=port, username=user, password=password, socket_timeout=10
+    )
+
+
+def acl_user(config: HostConfig, which: str) -> Callable[[], redis.Redis]:
+    """Clients of the redis role's `celery` or `exporter` ACL user."""
+    user, password = (config.of("redis", f"redis_{which}_{v}") for v in ("user", "password"))
+    return connector(config, user, password)
+
+
+def test_redis_requires_auth_and_acl_users_are_least_privilege(
+    configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    problems: list[str] = []
+    checked = 0
+    for config in with_role(configured, "redis"):
+        host, port = hosts[config.name], int(config.of("redis", "redis_port"))
+        for address in config.of("redis", "redis_bind_addresses"):
+            checked += 1
+            if anonymous_access(host, address, port):
+                problems.append(f"{config.name}: Redis at {address}:{port} answers without AUTH")
+        problems.extend(acl_user_problems(host, config))
+
+        celery, exporter = acl_user(config, "celery"), acl_user(config, "exporter")
+        key = f"hardening:probe:{uuid.uuid4().hex}"
+        assert celery().set(key, "celery may write its keys")
+        try:
+            for command in EXPORTER_NEEDS:
+                exporter().execute_command(*command)  # a refusal raises: the exporter needs it
+            for command in CELERY_DENIED:
+                checked += 1
+                if not refused(celery, command):
+                    problems.append(f"{config.name}: the celery user may run {' '.join(command)}")
+            for template in (*EXPORTER_DENIED_ON_KEY, *ADMIN_COMMANDS):
+                command = tuple(part.format(key=key) for part in template)
+                checked += 1
+                if not refused(exporter, command):
+                    problems.append(f"{config.name}: the exporter may run {' '.join(command)}")
+            assert celery().get(key) == b"celery may write its keys"
+        finally:
+            celery().delete(key, f"{key}-list")
+    assert checked > len(CELERY_DENIED), "no Redis host in the rehearsal"
+    assert not problems, report(problems)
+
+
+# --- 2. Services bind only to configured private addresses ------------------------------
+
+
+def listener_problems(host: Host, expected: dict[str, Expected]) -> Iterator[str]:
+    """Every socket listening on the host is a configured socket of the program holding it."""
+    for listener in host.listeners:
+        where = f"{host.name}: {listener.proto} {listener.address}:{listener.port}"
+        if listener.address in WILDCARDS:
+            yield f"{where} listens on every interface"
+        if not listener.pids:
+            if listener.address != DOCKER_DNS:
+                yield f"{where} is held by no process of the host"
+            continue
+        for owner in {host.program_of(pid) for pid in listener.pids}:
+            if owner not in expected:
+                yield f"{where} belongs to {owner or 'no supervisor program'}"
+            elif (listener.address, listener.port) not in expected[owner].sockets:
+                yield f"{where} ({owner}) is not configured: {sorted(expected[owner].sockets)}"
+
+
+def held_by(host: Host, program: str, address: str, port: int) -> bool:
+    return any(
+        (listener.address, listener.port) == (address, port)
+        and program in {host.program_of(pid) for pid in listener.pids}
+        for listener in host.listeners
+    )
+
+
+def grafana_bind_problems(host: Host, config: HostConfig) -> Iterator[str]:
+    """Grafana is not installed here: its grafana.ini must name the configured socket."""
+    server = grafana_ini(host, config)["server"]
+    wanted = (config["grafana_address"], str(config["grafana_port"]))
+    if (server.get("http_addr"), server.get("http_port")) != wanted:
+        yield f"{host.name}: grafana.ini [server] is {dict(server)}, configured {wanted}"
+
+
+def test_services_bind_only_to_configured_private_addresses(
+    configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    problems: list[str] = []
+    checked = 0
+    for name, host in hosts.items():
+        config = configured[name]
+        expected = expected_programs(config)
+        problems.extend(listener_problems(host, expected))
+        for program in expected.values():
+            for address, port in sorted(program.sockets):
+                checked += 1
+                if not is_private(address, config):
+                    problems.append(
+                        f"{name}: {program.name} is configured for {address}:{port}, "
+                        "not the host's private address or loopback"
+                    )
+                if program.runs and not held_by(host, program.name, address, port):
+                    problems.append(f"{name}: {program.name} does not listen on {address}:{port}")
+        if "grafana" in config.roles:
+            problems.extend(grafana_bind_problems(host, config))
+    assert checked >= len(configured), "no service sockets checked"
+    assert not problems, report(problems)
+
+
+# --- 3. Services run as non-root users ---------------------------------------------------
+
+
+def process_user_problems(host: Host, program: Expected) -> Iterator[str]:
+    """The program runs, and each of its processes has only its user's uid, no root group."""
+    running = host.programs.get(program.name)
+    if running is None or set(running.states) != {"RUNNING"}:
+        yield f"{host.name}: {program.name} is not running ({running})"
+        return
+    uid = host.uid_of(program.user)
+    processes = host.processes
+    for pid in running.pids:
+        for child in host.descendants(pid):
+            proc = processes[child]
+            if uid == 0 or set(proc.uids) != {uid} or 0 in proc.gids:
+                yield (
+                    f"{host.name}: {program.name} process {child} ({proc.name}) runs as "
+                    f"uids {proc.uids} gids {proc.gids}, expected {program.user}"
+                )
+
+
+def test_services_run_as_non_root_users(
+    configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    problems: list[str] = []
+    checked = 0
+    for name, host in hosts.items():
+        config = configured[name]
+        expected = expected_programs(config)
+        for extra in sorted(set(host.programs) - set(expected)):
+            problems.append(f"{name}: supervisor runs {extra}, which no role configures")
+        for program in expected.values():
+            checked += 1
+            settings = host.program_config(program.name, config["supervisor_include_dir"])
+            if settings is None:
+                problems.append(f"{name}: {program.name} is not a supervisor program")
+                continue
+            user = settings.get("user", "root")
+            if program.user == "root" or user != program.user:
+                problems.append(f"{name}: {program.name} runs as {user}, configured {program.user}")
+            if program.runs:
+                problems.extend(process_user_problems(host, program))
+    assert checked >= len(configured), "no service checked"
+    assert not problems, report(problems)
+
+
+# --- 4. Secret files are 0600/0640 with the right owners -----------------------------------
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A file a role writes secrets into: only root may change it, only its service read it."""
+
+    role: str
+    path: Spec
+    group: Spec
+    holds: tuple[str, ...]  # variables whose values it contains
+    hashed: bool = False  # it holds their SHA-256 instead
+
+    def value(self, host: HostConfig, spec: Spec) -> str:
+        return str(spec(host) if callable(spec) else host.of(self.role, spec))
+
+
+# Every file holding a secret. A role that writes one more is one more line here.
+SECRET_FILES = (
+    SecretFile(
+        "redis",
+        "redis_acl_path",
+        fixed("redis"),
+        ("redis_celery_password", "redis_exporter_password"),
+        hashed=True,
+    ),
+    SecretFile(
+        "redis_exporter",
+        "redis_exporter_env_file",
+        "redis_exporter_user",
+        ("redis_exporter_redis_password",),
+    ),
+    SecretFile("celery_app", "celery_app_env_file", "celery_app_group", ("redis_celery_password",)),
+    SecretFile("flower", "flower_auth_env_file", "flower_group", ("flower_basic_auth_password",)),
+    SecretFile(
+        "grafana",
+        lambda host: f"{host['grafana_config_dir']}/grafana.ini",
+        "grafana_user",
+        ("grafana_admin_password", "grafana_secret_key"),
+    ),
+)
+SEARCHED = ["/etc", "/opt", "/srv", "/home", "/root", "/usr/local", "/var", "/tmp", "/run"]
+
+
+def secret_forms(value: str, hashed: bool) -> Iterator[str]:
+    if hashed:
+        yield hashlib.sha256(value.encode()).hexdigest()
+    else:
+        yield value
+        if quote(value, safe="") != value:
+            yield quote(value, safe="")  # as it appears in a URL
+
+
+def secret_file_problems(host: Host, config: HostConfig) -> Iterator[str]:
+    """Each secret file of the host's roles: a regular file, 0640/0600, root:<its service>."""
+    for spec in SECRET_FILES:
+        if spec.role not in config.roles:
+            continue
+        path, group = spec.value(config, spec.path), spec.value(config, spec.group)
+        f = host.testinfra.file(path)
+        if not f.is_file or f.is_symlink:
+            yield f"{host.name}: {path} is missing or not a regular file"
+        elif (f.user, f.group) != ("root", group) or f.mode not in (0o600, 0o640):
+            yield (
+                f"{host.name}: {path} is {f.mode:04o} {f.user}:{f.group}, "
+                f"expected 0640 (or 0600) root:{group}"
+            )
+
+
+def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]) -> Iterator[str]:
+    """Every secret (or hash of one) is in its files and nowhere else; never in a command line."""
+    allowed: dict[str, set[str]] = {}  # secret form -> the files that hold it
+    for spec in SECRET_FILES:
+        if spec.role in config.roles:
+            for variable in spec.holds:
+                for form in secret_forms(str(config.of(spec.role, variable)), spec.hashed):
+                    allowed.setdefault(form, set()).add(spec.value(config, spec.path))
+    patterns = sorted({form for s in secrets for form in secret_forms(s, False)} | set(allowed))
+    found = host.grep_files(patterns, SEARCHED)
+    for path, forms in sorted(found.items()):
+        for form in sorted(forms):
+            if path not in allowed.get(form, set()):
+                yield f"{host.name}: {path} holds a secret (...{form[-4:]})"
+    for form, paths in sorted(allowed.items()):
+        for path in sorted(p for p in paths if form not in found.get(p, set())):
+            yield f"{host.name}: {path} does not hold its secret (...{form[-4:]})"
+    for proc in host.processes.values():
+        if any(form in proc.cmdline for form in patterns):
+            yield f"{host.name}: process {proc.pid} ({proc.name}) has a secret in its arguments"
+
+
+def test_secret_files_are_private_with_the_right_owners(
+    rehearsal: Rehearsal, configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    names = next(iter(configured.values()))["stack_required_secrets"]
+    secrets = [rehearsal.secret(name) for name in names]
+    problems: list[str] = []
+    files = 0
+    for name, host in hosts.items():
+        config = configured[name]
+        files += sum(spec.role in config.roles for spec in SECRET_FILES)
+        problems.extend(secret_file_problems(host, config))
+        problems.extend(secret_placement_problems(host, config, secrets))
+    assert files >= len(configured), "no secret files checked"
+    assert not problems, report(problems)
+
+
+# --- 5. No default passwords anywhere --------------------------------------------------------
+
+# Grafana's built-in [security] secret_key, published in its defaults.ini
+GRAFANA_DEFAULT_SECRET_KEY = "SW2YcwTIb9zpOOhoPsMm"  # noqa: S105
+WELL_KNOWN = ("", "admin", "password", "changeme", "secret", "flower", "redis", "grafana")
+
+
+def role_default_problems() -> Iterator[str]:
+    """The roles ship no credential: every password/secret/token variable defaults to empty."""
+    for role, defaults in sorted(role_defaults().items()):
+        for variable, value in sorted(defaults.items()):
+            if re.search(r"password|secret|token", variable) and value not in ("", None):
+                yield f"roles/{role}/defaults: {variable} has a default value"
+
+
+def vault_problems(rehearsal: Rehearsal, names: list[str]) -> Iterator[str]:
+    """Every secret the play requires is in the vault, long, not well known, and unique."""
+    values = [rehearsal.secret(name) for name in names]
+    for name, value in zip(names, values, strict=True):
+        if len(value) < 16 or value.lower() in WELL_KNOWN:
+            yield f"the vault's {name} is short or well known"
+    if len(set(values)) != len(values):
+        yield "two vault secrets are equal"
+
+
+def redis_default_user_problems(rehearsal: Rehearsal, config: HostConfig) -> Iterator[str]:
+    """The password-less `default` user is off; the ACL users log in with the vault's secrets."""
+    for password in WELL_KNOWN:
+        try:
+            connector(config, "default", password)().ping()
+            yield f"{config.name}: Redis accepts the default user with {password!r}"
+        except redis.AuthenticationError:
+            pass
+    for user, secret in (
+        (config.of("redis", "redis_celery_user"), "vault_redis_celery_password"),
+        (config.of("redis", "redis_exporter_user"), "vault_redis_exporter_password"),
+    ):
+        if not connector(config, user, rehearsal.secret(secret))().ping():
+            yield f"{config.name}: {user} does not log in with the vault's {secret}"
+
+
+def flower_default_problems(rehearsal: Rehearsal, config: HostConfig) -> Iterator[str]:
+    """Flower refuses well-known passwords and accepts the vault's."""
+    url = f"http://{config['flower_address']}:{config['flower_port']}/"
+    user = config["flower_basic_auth_user"]
+    for password in WELL_KNOWN:
+        if rehearsal.http(url, (user, password))[0] != 401:
+            yield f"{config.name}: Flower accepts {user}:{password!r}"
+    if rehearsal.http(url, (user, rehearsal.secret("vault_flower_password")))[0] != 200:
+        yield f"{config.name}: Flower refuses the vault's password"
+
+
+def grafana_default_problems(rehearsal: Rehearsal, host: Host, config: HostConfig) -> Iterator[str]:
+    """grafana.ini sets the vault's admin password and secret key (configuration only)."""
+    security = grafana_ini(host, config)["security"]
+    password = unquote_ini(security.get("admin_password", ""))
+    key = unquote_ini(security.get("secret_key", ""))
+    if password != rehearsal.secret("vault_grafana_admin_password") or password in WELL_KNOWN:
+        yield f"{config.name}: grafana.ini admin_password is not the vault's"
+    if key != rehearsal.secret("vault_grafana_secret_key") or key == GRAFANA_DEFAULT_SECRET_KEY:
+        yield f"{config.name}: grafana.ini secret_key is not the vault's"
+
+
+def test_no_default_passwords_anywhere(
+    rehearsal: Rehearsal, configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    names = next(iter(configured.values()))["stack_required_secrets"]
+    problems = [*role_default_problems(), *vault_problems(rehearsal, names)]
+    for config in with_role(configured, "redis"):
+        problems.extend(redis_default_user_problems(rehearsal, config))
+    for config in with_role(configured, "flower"):
+        problems.extend(flower_default_problems(rehearsal, config))
+    for config in with_role(configured, "grafana"):
+        problems.extend(grafana_default_problems(rehearsal, hosts[config.name], config))
+    assert all(with_role(configured, role) for role in ("redis", "flower", "grafana"))
+    assert not problems, report(problems)
+
+
+# --- 6. Grafana anonymous access is off --------------------------------------------------------
+
+
+def test_grafana_anonymous_access_is_off(
+    configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    """Grafana is not installed in the rehearsal: this reads what it would run with."""
+    problems: list[str] = []
+    grafana_hosts = with_role(configured, "grafana")
+    for config in grafana_hosts:
+        host = hosts[config.name]
+        ini = grafana_ini(host, config)
+        if ini.get("auth.anonymous", "enabled", fallback="") != "false":
+            problems.append(
+                f"{config.name}: grafana.ini does not set [auth.anonymous] enabled=false"
+            )
+        if ini.get("users", "allow_sign_up", fallback="") != "false":  # no self-made accounts
+            problems.append(f"{config.name}: grafana.ini does not set [users] allow_sign_up=false")
+        program = host.program_config(
+            config["grafana_program_name"], config["supervisor_include_dir"]
+        ) or {"command": ""}
+        if f"--config={config['grafana_config_dir']}/grafana.ini" not in program["command"]:
+            problems.append(f"{config.name}: Grafana does not run with that grafana.ini")
+        if re.search(r"GF_(AUTH|USERS)_", program.get("environment", "")):
+            problems.append(f"{config.name}: the program's environment overrides auth settings")
+    assert grafana_hosts, "no Grafana host in the rehearsal"
+    assert not problems, report(problems)
+
+
+# --- 7. Celery accepts JSON only -----------------------------------------------------------------
+
+
+def test_celery_accepts_json_only(
+    rehearsal: Rehearsal,
+    configured: dict[str, HostConfig],
+    hosts: dict[str, Host],
+    client_app: Any,
+) -> None:
+    # roles/celery_worker names each worker process <pool>-<process_num>@<hostname>.
+    nodes = {
+        f"{pool['name']}-{index}@{hosts[c.name].read('/proc/sys/kernel/hostname').strip()}"
+        for c in with_role(configured, "celery_worker")
+        for pool in c["celery_worker_pools"]
+        for index in range(int(pool.get("numprocs", 1)))
+    }
+    # What every running worker process reports it accepts (remote control).
+    replies = client_app.control.inspect(timeout=30, limit=len(nodes)).conf(with_defaults=True)
+    assert set(replies or {}) == nodes
+    for node, conf in sorted(replies.items()):
+        assert conf["accept_content"] == ["json"], node
+        assert conf["result_accept_content"] == ["json"], node
+        serializers = {
+            conf[k] for k in ("task_serializer", "result_serializer", "event_serializer")
+        }
+        assert serializers == {"json"}, node
+
+    # What they do with a pickle: refuse it into the DLQ, unrun, on every pool's queue.
+    store = store_for(Settings.from_env(rehearsal.client_env()))
+    sent = {}
+    with client_app.connection_for_write() as connection:
+        producer = Producer(connection)
+        for pool in rehearsal.pools:
+            task_id, token = str(uuid.uuid4()), uuid.uuid4().hex[:8]
+            headers = {"lang": "py", "task": "examples.record", "id": task_id, "retries": 0}
+            producer.publish(
+                pickle.dumps(((token,), {}, {})),
+                exchange=pool["name"],
+                routing_key=pool["name"],
+                content_type="application/x-python-serialize",
+                content_encoding="binary",
+                headers={**headers, "root_id": task_id},
+            )
+            sent[task_id] = (pool["name"], token)
+
+    def entry(task_id: str) -> Any:
+        try:
+            return store.get(task_id)
+        except UnknownEntryError:
+            return None
+
+    try:
+        for task_id, (queue, token) in sent.items():
+            dead = wait_until(lambda t=task_id: entry(t), timeout=90, what=f"pickle on {queue}")
+            assert dead.reason == "undecodable", (queue, dead.reason)
+            assert dead.exception_type == "kombu.exceptions.ContentDisallowed", queue
+            assert dead.queue == queue
+            ran = rehearsal.redis().lrange(f"worker_app:examples:ran:{token}", 0, -1)
+            assert ran == [], f"a pickled task ran on {queue}"
+    finally:
+        for task_id in sent:
+            store.remove(task_id)
+
+
+# --- 8. Supervisor's control socket is not world-accessible ---------------------------------
+
+
+def test_supervisor_control_socket_is_not_world_accessible(
+    configured: dict[str, HostConfig], hosts: dict[str, Host]
+) -> None:
+    problems: list[str] = []
+    refusals = 0
+    for name, host in hosts.items():
+        config = configured[name]
+        conf_path = config["supervisor_conf_path"]
+        conf = configparser.RawConfigParser()
+        conf.read_string(host.read(conf_path))
+        path = conf.get("unix_http_server", "file")
+        sock = host.testinfra.file(path)
+        owner = str(config["supervisor_socket_owner"]).split(":")[0]
+        if not sock.is_socket or sock.user != owner or sock.mode & 0o007:
+            problems.append(f"{name}: {path} is {sock.mode:04o} {sock.user}:{sock.group}")
+        if sock.mode != int(str(config["supervisor_socket_mode"]), 8):
+            wanted = config["supervisor_socket_mode"]
+            problems.append(f"{name}: {path} mode {sock.mode:04o}, configured {wanted}")
+        includes = host.run(f"cat {conf_path} {config['supervisor_include_dir']}/*.conf").stdout
+        if re.search(r"^\s*\[inet_http_server\]", includes, re.MULTILINE):
+            problems.append(f"{name}: supervisord also listens on TCP ([inet_http_server])")
+        assert host.run(f"supervisorctl -c {conf_path} pid").rc == 0, f"{name}: root cannot"
+        # No service user (nor nobody) can drive supervisord.
+        users = {p.user for p in expected_programs(config).values()} | {"nobody"}
+        for user in sorted(users):
+            out = host.run(f"runuser -u {user} -- supervisorctl -c {conf_path} pid")
+            refusals += 1
+            if out.rc == 0 or "Permission denied" not in out.stdout + out.stderr:
+                problems.append(f"{name}: {user} can use supervisorctl: {out.stdout}{out.stderr}")
+    assert refusals > len(configured), "no service user tried"
+    assert not problems, report(problems)
