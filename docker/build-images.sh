@@ -2,7 +2,7 @@
 # Build the stack's images from the local base image (no registry needed):
 #   celery-stack/worker      <- wheelhouse/ (run `make wheels` first)
 #   celery-stack/redis       <- docker/images/redis
-#   celery-stack/prometheus  <- docker/images/prometheus
+#   celery-stack/prometheus  <- docker/images/prometheus (Prometheus, Alertmanager, Redis exporter)
 # An image is rebuilt only when its recipe (Dockerfile, context, base) changed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

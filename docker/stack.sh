@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local docker stack: `docker/stack.sh up|down|clean|ps|logs|demo|dlq|wait`.
+# The local docker stack: `docker/stack.sh up|down|clean|ps|logs|demo|dlq|alerts|wait`.
 # Called by the Makefile (`make up`, ...). Environment:
 #   STACK_ENV_FILE  the secrets/settings file (default: .env, created on first up, mode 0600)
 #   STACK_PROJECT   compose project name (default: celery-stack)
@@ -36,6 +36,7 @@ STACK_SECRETS_DIR=$secrets_dir
 STACK_REDIS_PORT=${STACK_REDIS_PORT:-16379}
 STACK_FLOWER_PORT=${STACK_FLOWER_PORT:-5555}
 STACK_PROMETHEUS_PORT=${STACK_PROMETHEUS_PORT:-9090}
+STACK_ALERTMANAGER_PORT=${STACK_ALERTMANAGER_PORT:-9093}
 STACK_GRAFANA_PORT=${STACK_GRAFANA_PORT:-3000}
 ENV
         )
@@ -70,6 +71,7 @@ The Celery stack is up (project ${STACK_PROJECT}).
 
   Flower      http://127.0.0.1:${STACK_FLOWER_PORT}   user admin, password ${FLOWER_PASSWORD}
   Prometheus  http://127.0.0.1:${STACK_PROMETHEUS_PORT}
+  Alertmanager http://127.0.0.1:${STACK_ALERTMANAGER_PORT:-9093}   alerts are logged by alert-log: make alerts
 TXT
     if [[ "$grafana" == yes ]]; then
         printf '  Grafana     http://127.0.0.1:%s   user admin, password %s\n' \
@@ -85,9 +87,23 @@ TXT
     cat <<TXT
   Redis       127.0.0.1:${STACK_REDIS_PORT}   ACL user 'celery' (password in ${env_file})
 
-Next: make demo (publish a mix of tasks) · make dlq ARGS=list · make ps · make logs SERVICE=worker-default
+Next: make demo (publish a mix of tasks) · make dlq ARGS=list · make alerts · make ps · make logs SERVICE=worker-default
       make down (keeps data) · make clean (removes the volumes too)
 TXT
+}
+
+# What fired: the alerts Alertmanager holds now (inhibited and silenced ones included), then
+# every notification the webhook receiver (alert-log) logged, oldest first; --json prints the
+# receiver's JSON lines as they are.
+alerts() {
+    local delivered
+    delivered="$(compose logs --no-log-prefix alert-log 2>/dev/null | grep '^{' || true)"
+    if [[ "${1:-}" == --json ]]; then
+        [[ -z "$delivered" ]] || printf '%s\n' "$delivered"
+        return
+    fi
+    printf '%s\n' "$delivered" \
+        | python3 "$root/docker/alertmanager/alerts_report.py" "http://127.0.0.1:${STACK_ALERTMANAGER_PORT:-9093}"
 }
 
 cmd="${1:-}"
@@ -120,6 +136,7 @@ case "$cmd" in
   logs) load_env; COMPOSE_PROFILES=grafana compose logs --tail 200 "$@" ;;
   demo) load_env; compose exec -T worker-default worker-app demo "$@" ;;
   dlq) load_env; compose exec -T worker-default worker-app dlq "$@" ;;
+  alerts) load_env; alerts "$@" ;;
   compose) load_env; compose "$@" ;;
-  *) say "usage: $0 up|down|clean|ps|logs [SERVICE]|demo|dlq ARGS|compose ARGS"; exit 2 ;;
+  *) say "usage: $0 up|down|clean|ps|logs [SERVICE]|demo|dlq ARGS|alerts [--json]|compose ARGS"; exit 2 ;;
 esac

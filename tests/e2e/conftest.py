@@ -80,6 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "STACK_REDIS_PORT": str(free_port()),
         "STACK_FLOWER_PORT": str(free_port()),
         "STACK_PROMETHEUS_PORT": str(free_port()),
+        "STACK_ALERTMANAGER_PORT": str(free_port()),
         "STACK_GRAFANA_PORT": str(free_port()),
     }
     up = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True,

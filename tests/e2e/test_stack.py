@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +115,8 @@ def test_every_prometheus_target_is_up(stack: Stack) -> None:
 
     wait_until(lambda: all(t["health"] == "up" for t in targets()), timeout=90, what="targets")
     jobs = {t["labels"]["job"] for t in targets()}
-    assert jobs == {"celery-workers", "celery-exporter", "redis", "flower", "prometheus"}
+    assert jobs == {"celery-workers", "celery-exporter", "redis", "flower", "prometheus",
+                    "alertmanager"}  # fmt: skip
     assert len([t for t in targets() if t["labels"]["job"] == "celery-workers"]) == 4
 
 
@@ -137,3 +140,43 @@ def test_ports_are_published_on_loopback_only(stack: Stack) -> None:
     published = re.findall(r"([0-9.:\[\]]+):\d+->", out)
     assert published, out
     assert all(addr == "127.0.0.1" for addr in published), out
+
+
+def test_alertmanager_is_healthy_and_prometheus_sends_to_it(stack: Stack) -> None:
+    health = stack.run("compose", "ps", "--format", "{{.Service}} {{.Health}}")
+    states = dict(line.split(" ", 1) for line in health.strip().splitlines())
+    assert states["alertmanager"] == "healthy", health
+    assert states["alert-log"] == "healthy", health
+
+    def active() -> list[str]:
+        status, body = stack.http("STACK_PROMETHEUS_PORT", "/api/v1/alertmanagers")
+        assert status == 200, body
+        return [a["url"] for a in json.loads(body)["data"]["activeAlertmanagers"]]
+
+    assert wait_until(active, timeout=60, what="an active Alertmanager") == [
+        "http://alertmanager:9093/api/v2/alerts"
+    ]
+
+
+def test_make_alerts_shows_what_reached_the_webhook_receiver(stack: Stack) -> None:
+    name = f"E2EDelivery{uuid.uuid4().hex[:8]}"
+    alert = [{"labels": {"alertname": name, "severity": "critical", "pool": "low"},
+              "annotations": {"summary": "sent by the e2e test"}}]  # fmt: skip
+    url = f"http://127.0.0.1:{stack.values['STACK_ALERTMANAGER_PORT']}/api/v2/alerts"
+    request = urllib.request.Request(
+        url, data=json.dumps(alert).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 200
+
+    def delivered() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in stack.run("alerts", "--json").splitlines()]
+        return [line for line in lines if line["alertname"] == name]
+
+    # The critical route waits 10 s before its first notification.
+    got = wait_until(delivered, timeout=90, interval=2, what=f"{name} in make alerts")
+    assert got[0]["receiver"] == "critical"
+    assert got[0]["labels"]["pool"] == "low"
+    assert got[0]["annotations"] == {"summary": "sent by the e2e test"}
+    readable = stack.run("alerts")
+    assert name in readable and "sent by the e2e test" in readable, readable
