@@ -438,6 +438,12 @@ class SecretFile:
     group: Spec
     holds: tuple[str, ...]  # variables whose values it contains
     hashed: bool = False  # it holds their SHA-256 instead
+    optional: bool = False  # written only while its secrets are set (removed otherwise)
+
+    def wanted(self, host: HostConfig) -> bool:
+        if self.role not in host.roles:
+            return False
+        return not self.optional or any(host.of(self.role, v) for v in self.holds)
 
     def value(self, host: HostConfig, spec: Spec) -> str:
         return str(spec(host) if callable(spec) else host.of(self.role, spec))
@@ -466,6 +472,13 @@ SECRET_FILES = (
         "grafana_user",
         ("grafana_admin_password", "grafana_secret_key"),
     ),
+    SecretFile(
+        "alertmanager",
+        lambda host: f"{host['alertmanager_config_dir']}/alertmanager-smtp-password",
+        "alertmanager_user",
+        ("alertmanager_smtp_auth_password",),
+        optional=True,
+    ),
 )
 SEARCHED = ["/etc", "/opt", "/srv", "/home", "/root", "/usr/local", "/var", "/tmp", "/run"]
 
@@ -482,7 +495,7 @@ def secret_forms(value: str, hashed: bool) -> Iterator[str]:
 def secret_file_problems(host: Host, config: HostConfig) -> Iterator[str]:
     """Each secret file of the host's roles: a regular file, 0640/0600, root:<its service>."""
     for spec in SECRET_FILES:
-        if spec.role not in config.roles:
+        if not spec.wanted(config):
             continue
         path, group = spec.value(config, spec.path), spec.value(config, spec.group)
         f = host.testinfra.file(path)
@@ -499,9 +512,10 @@ def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]
     """Every secret (or hash of one) is in its files and nowhere else; never in a command line."""
     allowed: dict[str, set[str]] = {}  # secret form -> the files that hold it
     for spec in SECRET_FILES:
-        if spec.role in config.roles:
+        if spec.wanted(config):
             for variable in spec.holds:
-                for form in secret_forms(str(config.of(spec.role, variable)), spec.hashed):
+                value = str(config.of(spec.role, variable) or "")
+                for form in secret_forms(value, spec.hashed) if value else ():
                     allowed.setdefault(form, set()).add(spec.value(config, spec.path))
     patterns = sorted({form for s in secrets for form in secret_forms(s, False)} | set(allowed))
     found = host.grep_files(patterns, SEARCHED)
@@ -517,16 +531,25 @@ def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]
             yield f"{host.name}: process {proc.pid} ({proc.name}) has a secret in its arguments"
 
 
+def vault_secrets(rehearsal: Rehearsal) -> dict[str, str]:
+    """Every secret of the inventory's vault (its vault_* strings that are set)."""
+    any_host = next(iter(rehearsal.data["_meta"]["hostvars"]))
+    return {
+        name: value
+        for name, value in sorted(rehearsal.hostvars(any_host).items())
+        if name.startswith("vault_") and isinstance(value, str) and value
+    }
+
+
 def test_secret_files_are_private_with_the_right_owners(
     rehearsal: Rehearsal, configured: dict[str, HostConfig], hosts: dict[str, Host]
 ) -> None:
-    names = next(iter(configured.values()))["stack_required_secrets"]
-    secrets = [rehearsal.secret(name) for name in names]
+    secrets = list(vault_secrets(rehearsal).values())
     problems: list[str] = []
     files = 0
     for name, host in hosts.items():
         config = configured[name]
-        files += sum(spec.role in config.roles for spec in SECRET_FILES)
+        files += sum(spec.wanted(config) for spec in SECRET_FILES)
         problems.extend(secret_file_problems(host, config))
         problems.extend(secret_placement_problems(host, config, secrets))
     assert files >= len(configured), "no secret files checked"
@@ -548,13 +571,16 @@ def role_default_problems() -> Iterator[str]:
                 yield f"roles/{role}/defaults: {variable} has a default value"
 
 
-def vault_problems(rehearsal: Rehearsal, names: list[str]) -> Iterator[str]:
-    """Every secret the play requires is in the vault, long, not well known, and unique."""
-    values = [rehearsal.secret(name) for name in names]
-    for name, value in zip(names, values, strict=True):
+def vault_problems(rehearsal: Rehearsal, required: list[str]) -> Iterator[str]:
+    """Every secret the play requires is in the vault; each is long, not well known, unique."""
+    secrets = vault_secrets(rehearsal)
+    for name in required:
+        if name not in secrets:
+            yield f"the vault has no {name}"
+    for name, value in secrets.items():
         if len(value) < 16 or value.lower() in WELL_KNOWN:
             yield f"the vault's {name} is short or well known"
-    if len(set(values)) != len(values):
+    if len(set(secrets.values())) != len(secrets):
         yield "two vault secrets are equal"
 
 
