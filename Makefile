@@ -15,7 +15,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        rules unit integration test-fast molecule molecule-all test bench up down clean ps logs demo dlq alerts images e2e clean-wheels \
+        rules unit integration test-fast molecule molecule-all test chaos chaos-quick bench up down clean ps logs demo dlq alerts images e2e clean-wheels \
         deploy check rolling-deploy secrets rehearse rehearse-staging
 
 help: ## List the targets
@@ -92,7 +92,13 @@ molecule-all: $(STAMP) host-images wheels ## Every role's molecule scenario (rol
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
 
-test: test-fast molecule-all e2e rehearse-staging ## Everything CI proves
+test: test-fast chaos-quick molecule-all e2e rehearse-staging ## Everything CI proves
+
+chaos: $(STAMP) ## Full chaos run (10,000 tasks, SIGKILLs, Redis restart) + 30 s Redis outage; JSON in chaos-results/
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+
+chaos-quick: $(STAMP) ## The short chaos run and the outage, as pytest (part of make test)
+	$(PYTEST) tests/chaos
 
 bench: $(STAMP) ## Benchmarks (not part of make test): table on stdout, JSON in bench-results/
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)

@@ -62,6 +62,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
+        # On a lost broker connection, stop the tasks that run: their acks cannot
+        # reach Redis, so their messages come back anyway (visibility timeout), and
+        # a task left running while the consumer reconnects has its time limits
+        # fire late on a pool the worker no longer reads (found by `make chaos`).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "worker_consumer": "worker_app.dlq.consumer:DeadLetteringConsumer",
         "worker_hijack_root_logger": False,

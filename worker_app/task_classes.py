@@ -88,6 +88,7 @@ class BaseTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     breaker_exceptions: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
     shared_rate_limit: ClassVar[str | None] = None
     rate_limit_inline_wait: ClassVar[float] = 1.0
+    state_unavailable_countdown: ClassVar[float] = 5.0
 
     # -- configuration -------------------------------------------------------
     @cached_property
@@ -114,17 +115,27 @@ class BaseTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
         request = self.request
         if request.called_directly or request.is_eager:
             return self.run(*args, **kwargs)
-        key = self._claim_idempotency(args, kwargs)
+        key: str | None = None
+        started = False
         try:
+            key = self._claim_idempotency(args, kwargs)
             self._check_breaker()
             self._wait_for_rate_limit()
+            started = True
             result = self.run(*args, **kwargs)
         except (Retry, Ignore, Reject):
             self._release(key)
             raise
         except Exception as exc:
             self._release(key)
-            self._record_breaker_failure(exc)
+            if not started and isinstance(exc, redis.RedisError):
+                # worker_app's own Redis failed before the task ran: nothing happened
+                # yet, so run it later (an ack now would lose it).
+                self.defer(
+                    self.state_unavailable_countdown + full_jitter(0, 1.0, 1.0),
+                    f"worker_app's Redis is unavailable ({type(exc).__name__}: {exc})",
+                )
+            self._guarded(self._record_breaker_failure, exc)
             if self._should_retry(exc):
                 raise self._retry_with_backoff(exc) from exc
             if isinstance(exc, SoftTimeLimitExceeded):
@@ -134,10 +145,19 @@ class BaseTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
                     logger.exception("on_soft_time_limit failed")
             self._dead_letter(exc, args, kwargs)
             raise
-        self._record_breaker_success()
+        # The task has done its work: a failure of this bookkeeping must not fail it.
+        self._guarded(self._record_breaker_success)
         if key is not None:
-            self._guard().complete(key, request.id, self.idempotency_ttl)
+            self._guarded(self._guard().complete, key, request.id, self.idempotency_ttl)
         return result
+
+    @staticmethod
+    def _guarded(call: Any, *args: Any) -> None:
+        """Run a bookkeeping call on worker_app's Redis; log (not raise) its failure."""
+        try:
+            call(*args)
+        except redis.RedisError:
+            logger.exception("bookkeeping on worker_app's Redis failed (%s)", call.__name__)
 
     # -- retries -------------------------------------------------------------
     def _should_retry(self, exc: BaseException) -> bool:
@@ -172,7 +192,19 @@ class BaseTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
         if eta is not None and countdown is None:
             kwargs["eta"] = None
             countdown = clamp_countdown(eta.timestamp() - time.time(), limit)
-        return super().retry(*args, countdown=countdown, **kwargs)
+        try:
+            return super().retry(*args, countdown=countdown, **kwargs)
+        except Reject as reject:
+            if reject.requeue:
+                raise
+            # Celery rejects *without* requeue when the retry cannot be published
+            # (the broker is unreachable): the message would be dropped. Put it back
+            # instead; it runs again (at least once) when the broker is back.
+            logger.warning(
+                "could not publish the retry of %s[%s] (%s); requeueing the message",
+                self.name, self.request.id, reject.reason,
+            )  # fmt: skip
+            raise Reject(reject.reason, requeue=True) from reject
 
     def defer(self, countdown: float, why: str) -> None:
         """Publish this call again in ``countdown`` seconds without using a retry,
@@ -181,14 +213,19 @@ class BaseTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
         countdown = clamp_countdown(countdown, self.settings.max_countdown) or 0.0
         logger.info("deferring %s[%s] %.2fs: %s", self.name, request.id, countdown, why)
         queue = (request.delivery_info or {}).get("routing_key") or self.queue
-        self.apply_async(
-            args=request.args,
-            kwargs=request.kwargs,
-            task_id=request.id,
-            countdown=countdown,
-            queue=queue,
-            retries=request.retries,
-        )
+        try:
+            self.apply_async(
+                args=request.args,
+                kwargs=request.kwargs,
+                task_id=request.id,
+                countdown=countdown,
+                queue=queue,
+                retries=request.retries,
+            )
+        except Exception as exc:
+            # Not re-published: keep this message instead (an ack would lose the call).
+            logger.warning("could not defer %s[%s] (%s); requeueing", self.name, request.id, exc)
+            raise Reject(str(exc), requeue=True) from exc
         raise Ignore()
 
     # -- dead letters --------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -21,6 +21,7 @@ class RedisServer:
     workdir: Path
     process: subprocess.Popen[bytes]
     password: str | None = None
+    args: list[str] = field(default_factory=list)
 
     def url(self, db: int = 0) -> str:
         """Connection URL for ``db``."""
@@ -32,7 +33,7 @@ class RedisServer:
         return redis.Redis.from_url(self.url(db))
 
     def stop(self) -> None:
-        """Stop the server and wait for it."""
+        """Stop the server (SIGTERM: Redis flushes its AOF and exits) and wait for it."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -40,6 +41,15 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def start_again(self) -> None:
+        """Start a stopped server on the same port and directory (it reloads its data)."""
+        if self.process.poll() is None:
+            raise RuntimeError("redis-server is still running")
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        _wait_until_up(self)
 
 
 def start_redis(
@@ -67,16 +77,21 @@ def start_redis(
     if password:
         args += ["--requirepass", password]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    server = RedisServer(port=port, workdir=workdir, process=process, password=password)
-    deadline = time.monotonic() + 15
+    server = RedisServer(port=port, workdir=workdir, process=process, password=password, args=args)
+    _wait_until_up(server)
+    return server
+
+
+def _wait_until_up(server: RedisServer, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = (workdir / "redis.log").read_text(errors="replace")
-            raise RuntimeError(f"redis-server exited with {process.returncode}:\n{log}")
+        if server.process.poll() is not None:
+            log = (server.workdir / "redis.log").read_text(errors="replace")
+            raise RuntimeError(f"redis-server exited with {server.process.returncode}:\n{log}")
         try:
             if server.client().ping():
-                return server
-        except redis.ConnectionError:
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError):
             time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"redis-server on port {port} did not answer within 15 s")
+    raise RuntimeError(f"redis-server on port {server.port} did not answer within {timeout} s")

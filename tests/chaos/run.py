@@ -1,0 +1,126 @@
+"""`make chaos`: the full chaos run and the Redis outage, with a report.
+
+Prints what happened and the audit; writes JSON to chaos-results/. Exit status 1
+when any task was lost or ended in a way its plan rules out, or when a worker
+crash-looped through the outage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
+
+RESULTS = Path("chaos-results")
+
+
+def chaos_failures(result: dict[str, Any]) -> list[str]:
+    """Why a chaos run failed its promise (empty: every task accounted for)."""
+    audit = result["audit"]
+    problems = []
+    if audit["lost"]:
+        problems.append(f"{audit['lost']} tasks lost: {audit['lost_tokens'][:10]}")
+    if audit["wrong_outcomes"]:
+        problems.append(f"unexpected outcomes: {audit['wrong_outcomes'][:10]}")
+    if not result["redis"]:
+        problems.append("Redis was never restarted")
+    if result["kills"]["total"] == 0:
+        problems.append("no worker process was killed")
+    return problems
+
+
+def outage_failures(result: dict[str, Any]) -> list[str]:
+    """Why the outage run failed (lost tasks, a worker restarted, never drained)."""
+    problems = []
+    if result["audit"]["lost"] or result["audit"]["wrong_outcomes"]:
+        problems.append(f"tasks lost or wrong: {result['audit']['lost_tokens'][:10]} "
+                        f"{result['audit']['wrong_outcomes'][:10]}")  # fmt: skip
+    restarted = {pool: pids for pool, pids in result["main_pids_seen"].items() if len(pids) != 1}
+    if restarted:
+        problems.append(f"worker main processes changed (crash loop?): {restarted}")
+    if result["states_during_outage"] != ["RUNNING"]:
+        problems.append(f"supervisord saw states {result['states_during_outage']}")
+    return problems
+
+
+def _print_chaos(result: dict[str, Any]) -> None:
+    a, k = result["audit"], result["kills"]
+    rows = [
+        ("tasks published (+ duplicate publishes)",
+         f"{a['tasks']} (+{result['duplicate_publishes']})"),
+        ("planned fates", ", ".join(f"{n} {f}" for f, n in sorted(a["fates"].items()))),
+        ("worker processes SIGKILLed (main / pool child)",
+         f"{k['total']} ({k['main']} / {k['child']}), median gap {k['median_gap_s']} s"),
+        ("Redis restarts (unavailable)",
+         ", ".join(f"{r['unavailable_s']} s at t={r['at']} s" for r in result["redis"]) or "none"),
+        ("producer publish retries", str(result["publish_retries"])),
+        ("side effect applied exactly once", str(a["effect_applied_once"])),
+        ("non-idempotent tasks with duplicate effects (extra effects)",
+         f"{a['non_idempotent_with_duplicate_effect']} ({a['duplicate_effects']})"),
+        ("idempotent re-runs absorbed by the keyed effect",
+         str(a["idempotent_effect_repeats_absorbed"])),
+        ("dead-lettered for their own permanent error", str(a["dead_lettered_as_planned"])),
+        ("task body runs in all", str(a["body_runs"])),
+        ("LOST", str(a["lost"])),
+        ("unexpected outcomes", str(len(a["wrong_outcomes"]))),
+        ("wall time (s)", str(result["duration_s"])),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+def _print_outage(result: dict[str, Any]) -> None:
+    a = result["audit"]
+    print(f"  backlog when Redis went away      {result['backlog_at_outage']} tasks")
+    print(f"  Redis unreachable for             {result['outage_s']} s")
+    print(f"  main PIDs per pool (one = no restart) {result['main_pids_seen']}")
+    print(f"  supervisord states during outage  {result['states_during_outage']}")
+    print(f"  first task done after Redis back  {result['first_progress_after_s']} s")
+    print(f"  backlog drained after Redis back  {result['drained_after_s']} s")
+    print(f"  accounted / lost                  {a['accounted']}/{a['tasks']} / {a['lost']}")
+    print(f"  duplicate effects (non-idempotent) {a['duplicate_effects']}")
+
+
+def main() -> int:
+    """Run the chaos and outage scenarios and report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=150.0, help="publish rate (tasks/s)")
+    parser.add_argument("--outage", type=float, default=30.0, help="Redis outage (s); 0: skip")
+    parser.add_argument("--outage-tasks", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=20261122)
+    args = parser.parse_args()
+    config = ChaosConfig(tasks=args.tasks, publish_rate=args.rate, seed=args.seed)
+    RESULTS.mkdir(exist_ok=True)
+    failures = []
+    with tempfile.TemporaryDirectory(prefix="chaos-") as raw:
+        tmp = Path(raw)
+        print(f"== chaos run ({time.strftime('%Y-%m-%d %H:%M:%S')})", flush=True)
+        chaos = run_chaos(tmp / "chaos", config, log=lambda m: print(m, flush=True))
+        (RESULTS / "chaos.json").write_text(json.dumps(chaos, indent=2, default=str))
+        _print_chaos(chaos)
+        failures += chaos_failures(chaos)
+        if args.outage > 0:
+            print("== Redis outage", flush=True)
+            outage = run_outage(tmp / "outage", config, tasks=args.outage_tasks,
+                                outage=args.outage, log=lambda m: print(m, flush=True))  # fmt: skip
+            (RESULTS / "outage.json").write_text(json.dumps(outage, indent=2, default=str))
+            _print_outage(outage)
+            failures += outage_failures(outage)
+    print(f"\nwritten: {RESULTS / 'chaos.json'}" + (f", {RESULTS / 'outage.json'}"
+          if args.outage > 0 else ""))  # fmt: skip
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    print("RESULT: " + ("FAILED" if failures else "zero lost"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

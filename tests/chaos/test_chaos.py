@@ -1,0 +1,44 @@
+"""The short chaos run and the Redis outage, inside `make test` (`make chaos` runs the full one).
+
+Real redis-server (AOF on), the four pools under a real supervisord, SIGKILLs at
+random, a Redis restart, a 30 s outage: every task is accounted for afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.run import chaos_failures, outage_failures
+from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+
+
+def test_nothing_is_lost_under_sigkills_and_a_redis_restart(tmp_path: Path) -> None:
+    result: dict[str, Any] = run_chaos(tmp_path, ChaosConfig(tasks=2000, publish_rate=100))
+    audit = result["audit"]
+    print({k: v for k, v in result.items() if k not in ("timeline", "kill_log")})
+    assert chaos_failures(result) == []
+    assert audit["lost"] == 0 and audit["wrong_outcomes"] == []
+    assert audit["accounted"] == 2000
+    # The run did what it says: processes died of SIGKILL, Redis came back with its data.
+    assert result["kills"]["total"] >= 3
+    assert len(result["redis"]) == 1
+    assert audit["dead_lettered_as_planned"] == audit["fates"]["permanent"] > 0
+    assert audit["effect_applied_once"] + audit["non_idempotent_with_duplicate_effect"] == (
+        audit["fates"]["ok"] + audit["fates"]["transient"]
+    )
+
+
+def test_workers_ride_out_a_30s_redis_outage_and_drain_the_backlog(tmp_path: Path) -> None:
+    result = run_outage(tmp_path, ChaosConfig(), tasks=2000, outage=30.0)
+    print(result)
+    assert result["backlog_at_outage"] > 0, "the outage must hit a backlog"
+    assert outage_failures(result) == []
+    # The same main process per pool throughout: no crash loop, no restart by supervisord.
+    assert all(len(pids) == 1 for pids in result["main_pids_seen"].values())
+    assert result["audit"]["accounted"] == 2000
+    assert result["first_progress_after_s"] is not None
