@@ -5,6 +5,7 @@
 #
 #   tools/rehearse.sh ENV up            create the network and containers
 #   tools/rehearse.sh ENV converge      ansible/site.yml, then the idempotence pass (changed=0)
+#   tools/rehearse.sh ENV idempotence   one more idempotence pass (changed=0 enforced)
 #   tools/rehearse.sh ENV check         --check --diff must report no change
 #   tools/rehearse.sh ENV verify        end-to-end checks from the controller (tests/rehearsal)
 #   tools/rehearse.sh ENV down          remove containers and network
@@ -15,7 +16,7 @@
 # repository's example vaults). Extra variables for every run: stack_rehearsal=true (accepts the
 # rehearsal secrets) and grafana_install=false (no Grafana package source is reachable here).
 set -euo pipefail
-env_name="${1:?usage: tools/rehearse.sh ENV up|converge|check|verify|down|all}"
+env_name="${1:?usage: tools/rehearse.sh ENV up|converge|idempotence|check|verify|down|all}"
 step="${2:-all}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -74,7 +75,11 @@ converge() {
   local start=$SECONDS
   playbook ansible/site.yml | tee "$work/converge.log"
   echo "rehearse: converge took $((SECONDS - start)) s" | tee "$work/times.txt"
-  start=$SECONDS
+  idempotence
+}
+
+idempotence() {
+  local start=$SECONDS
   playbook ansible/site.yml | tee "$work/idempotence.log"
   echo "rehearse: idempotence pass took $((SECONDS - start)) s" | tee -a "$work/times.txt"
   local changed
@@ -113,6 +118,7 @@ down() {
 case "$step" in
   up) up ;;
   converge) converge ;;
+  idempotence) idempotence ;;
   check) check ;;
   verify) verify ;;
   down) down ;;

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.bench import report
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, start_redis
 from tests.support.workers import WorkerProcess, start_worker
@@ -240,10 +241,50 @@ def bench_exporter(tmp: Path, queued: int, scrapes: int) -> dict[str, Any]:
         server.stop()
 
 
+def _rehearse(step: str) -> str:
+    """``make rehearse ENV=staging STEP=step``; its output (raises on failure)."""
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "rehearse", "ENV=staging", f"STEP={step}"],
+        capture_output=True, text=True, check=False, timeout=3600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"rehearse {step} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def bench_converge(idempotent_runs: int) -> dict[str, Any]:
+    """(e) ansible/site.yml on the staging inventory's containers: a first converge on fresh
+    hosts, then idempotent re-runs (changed=0 enforced by tools/rehearse.sh)."""
+    _rehearse("down")
+    try:
+        up = _rehearse("up")
+        out = _rehearse("converge")
+        for _ in range(idempotent_runs - 1):
+            out += _rehearse("idempotence")
+    finally:
+        _rehearse("down")
+    converge = [int(v) for v in re.findall(r"rehearse: converge took (\d+) s", out)]
+    idempotent = [int(v) for v in re.findall(r"rehearse: idempotence pass took (\d+) s", out)]
+    hosts = re.search(r"rehearse: (\d+) containers up", up)
+    return {
+        "hosts": int(hosts.group(1)) if hosts else None,
+        "converge_s": converge[0],
+        "idempotent_s": idempotent,
+        "idempotent_median_s": statistics.median(idempotent),
+    }
+
+
 def main() -> int:
     """Run the benchmarks and print/write their figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument(
+        "--no-converge", action="store_true", help="skip (e), the staging converge on containers"
+    )
+    parser.add_argument("--idempotent-runs", type=int, default=3)
+    parser.add_argument(
+        "--no-readme", action="store_true", help="do not rewrite README's section and the chart"
+    )
     args = parser.parse_args()
     quick = args.quick
     RESULTS.mkdir(exist_ok=True)
@@ -258,35 +299,33 @@ def main() -> int:
         c = bench_replay(tmp, entries=200 if quick else 2000, runs=1 if quick else 3)
         print("running (d) exporter scrape ...", flush=True)
         d = bench_exporter(tmp, queued=10_000 if quick else 100_000, scrapes=20 if quick else 50)
-    machine = {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    results: dict[str, Any] = {
+        "machine": report.machine(),
+        "throughput": a,
+        "isolation": b,
+        "replay": c,
+        "exporter": d,
     }
-    results = {"machine": machine, "throughput": a, "isolation": b, "replay": c, "exporter": d}
+    if not (quick or args.no_converge):
+        print("running (e) site converge and idempotent re-runs (staging on containers) ...",
+              flush=True)  # fmt: skip
+        results["converge"] = bench_converge(args.idempotent_runs)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
-    rows = [
-        ("(a) no-op throughput, plain Celery task", f"{a['plain_tasks_per_s']} tasks/s"),
-        ("(a) no-op throughput, RetryableTask + metrics",
-         f"{a['instrumented_tasks_per_s']} tasks/s"),
-        ("(a) ratio instrumented / plain", f"{a['ratio_instrumented_to_plain']}"),
-        ("(b) critical wait p50 / p99, idle", f"{b['idle_p50_ms']} / {b['idle_p99_ms']} ms"),
-        (f"(b) critical wait p50 / p99, {b['low_backlog']:,} low queued",
-         f"{b['backlog_p50_ms']} / {b['backlog_p99_ms']} ms"),
-        ("(b) ratio backlog / idle (p50, p99)",
-         f"{b['ratio_p50_backlog_to_idle']}, {b['ratio_p99_backlog_to_idle']}"),
-        ("(c) DLQ replay rate", f"{c['replays_per_s']} entries/s"),
-        (f"(d) exporter scrape, {d['queued']:,} queued (p50 / max)",
-         f"{d['scrape_ms_p50']} / {d['scrape_ms_max']} ms"),
-    ]  # fmt: skip
-    width = max(len(r[0]) for r in rows)
-    print(f"\nmachine: {machine['cpus']} CPUs, Python {machine['python']}, {machine['platform']}")
+    table = report.rows(results)
+    width = max(len(r[0]) for r in table)
+    m = results["machine"]
+    print(f"\nmachine: {m['cpus']} x {m['cpu_model']}, {m['memory_gib']} GiB, {m['os']}, "
+          f"Python {m['python']}, Redis {m['redis']}, Celery {m['celery']}")  # fmt: skip
     print(f"{'benchmark':<{width}}  result")
     print(f"{'-' * width}  {'-' * 24}")
-    for name, value in rows:
+    for name, value in table:
         print(f"{name:<{width}}  {value}")
     print(f"\nwritten: {RESULTS / 'bench.json'}")
+    if not (quick or args.no_readme):
+        report.chart(b["samples_ms"], b["low_backlog"])
+        updated = report.update_readme(results)
+        print(f"written: {report.CHART}" + (", README.md (Benchmarks)" if updated else
+              " (README.md has no bench markers: not updated)"))  # fmt: skip
     return 0
 
 

@@ -1,0 +1,51 @@
+"""`make bench` rewrites only its own README section, and the README has one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.bench import report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _results() -> dict[str, Any]:
+    return {
+        "machine": {"when": "2026-11-22 12:00 UTC", "cpus": 2, "cpu_model": "CPU", "memory_gib": 24,
+                    "os": "Debian 12", "python": "3.11.7", "redis": "7.0.15", "celery": "5.7.0"},
+        "throughput": {"runs": 3, "plain_tasks_per_s": 600.0, "instrumented_tasks_per_s": 540.0,
+                       "ratio_instrumented_to_plain": 0.9},
+        "isolation": {"runs": 3, "critical_probes_per_run": 200, "low_backlog": 100_000,
+                      "idle_p50_ms": 3.0, "idle_p99_ms": 5.0, "backlog_p50_ms": 3.1,
+                      "backlog_p99_ms": 6.0, "ratio_p50_backlog_to_idle": 1.03,
+                      "ratio_p99_backlog_to_idle": 1.2},
+        "replay": {"runs": 3, "replays_per_s": 700.0},
+        "exporter": {"queued": 100_000, "scrape_ms_p50": 1.5, "scrape_ms_max": 5.0},
+        "converge": {"hosts": 3, "converge_s": 199, "idempotent_s": [150, 147, 149],
+                     "idempotent_median_s": 149},
+    }  # fmt: skip
+
+
+def test_update_readme_replaces_only_the_marked_section(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{report.BEGIN}\nold figures\n{report.END}\n\nafter\n")
+    assert report.update_readme(_results(), readme)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "old figures" not in text
+    assert "| (a) **instrumented ÷ plain** | **0.9** |" in text
+    assert "| (e) `site.yml` idempotent re-run, `changed=0` (median of 3) | 149 s |" in text
+    assert text.count(report.BEGIN) == text.count(report.END) == 1
+
+
+def test_update_readme_without_markers_changes_nothing(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n")
+    assert not report.update_readme(_results(), readme)
+    assert readme.read_text() == "# Title\n"
+
+
+def test_the_repository_readme_has_the_bench_section() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
