@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from worker_app import json_logging
+from worker_app import broker_transport, json_logging
 from worker_app.headers import stamp_headers
 from worker_app.pools import longest_time_limit
 from worker_app.queues import DEFAULT_QUEUE, QUEUE_NAMES, celery_queues
@@ -119,6 +119,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     """Create the Celery app with the bundle's configuration and task modules."""
     settings = settings or Settings.from_env()
     validate(settings)
+    # redis:// is served by kombu's Redis transport with a consumer that cannot lose
+    # a message it took (worker_app/broker_transport.py).
+    broker_transport.install()
     app = Celery(
         "worker_app",
         include=[*BUILTIN_TASK_MODULES, *settings.task_modules],

@@ -47,6 +47,7 @@ class Fleet:
     workdir: Path
     env: dict[str, str]
     pools: dict[str, int]  # pool name -> processes (--concurrency)
+    loglevel: str = "WARNING"
     process: subprocess.Popen[bytes] | None = None
     seen_groups: set[int] = field(default_factory=set)
 
@@ -70,7 +71,7 @@ class Fleet:
             command = [
                 sys.executable, "-m", "worker_app.cli", "worker", "--pool", pool,
                 "--concurrency", str(processes), "--hostname", f"{pool}@chaos",
-                "--no-events", "--metrics-port", "0", "--loglevel", "WARNING",
+                "--no-events", "--metrics-port", "0", "--loglevel", self.loglevel,
                 "--without-gossip", "--without-mingle",
             ]  # fmt: skip
             lines += [

@@ -57,6 +57,7 @@ class ChaosConfig:
     visibility_timeout: int = 75
     seed: int = 20261122
     settle_timeout: float = 600.0
+    loglevel: str = "WARNING"
 
 
 @dataclass
@@ -163,7 +164,9 @@ def run_chaos(
     settings = Settings.from_env(env)
     app = create_app(settings)
     store = store_for(settings)
-    fleet = Fleet(workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes))
+    fleet = Fleet(
+        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
+    )
     events = Events()
     published, stop_chaos = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
@@ -260,7 +263,9 @@ def run_outage(
     settings = Settings.from_env(env)
     app = create_app(settings)
     store = store_for(settings)
-    fleet = Fleet(workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes))
+    fleet = Fleet(
+        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
+    )
     events = Events()
     try:
         fleet.start()

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import click
 
 from worker_app.pools import POOLS
+from worker_app.settings import Settings
 
 
 @click.command()
@@ -23,12 +24,14 @@ def ping() -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def pools(as_json: bool) -> None:
-    """List the pool definitions (queues, concurrency, limits)."""
+    """List the pool definitions (queues, concurrency, limits under WORKER_APP_MAX_TIME_LIMIT)."""
+    cap = Settings.from_env().max_time_limit
+    effective = {name: pool.capped(cap) for name, pool in POOLS.items()}
     if as_json:
-        click.echo(json.dumps({name: asdict(pool) for name, pool in POOLS.items()}, indent=2))
+        click.echo(json.dumps({name: asdict(pool) for name, pool in effective.items()}, indent=2))
         return
     click.echo(f"{'POOL':<10} {'QUEUES':<12} {'PROCS':>5} {'SOFT':>6} {'HARD':>6} {'MAX TASKS':>9}")
-    for pool in POOLS.values():
+    for pool in effective.values():
         click.echo(
             f"{pool.name:<10} {','.join(pool.queues):<12} {pool.concurrency:>5} "
             f"{pool.soft_time_limit:>6} {pool.time_limit:>6} {pool.max_tasks_per_child:>9}"
