@@ -23,8 +23,24 @@ logger = logging.getLogger("worker_app.dlq")
 class DeadLetterRequest(Request):  # type: ignore[misc]  # Celery is untyped
     """Celery's Request plus a DLQ entry on a hard time limit."""
 
+    def cancel(self, pool: Any, signal: Any = None, emit_retry: bool = True) -> Any:
+        """Celery's cancel (on a lost broker connection), plus disarming the job's time
+        limits: the pool would otherwise fire them late, at a process that is already
+        exiting, and the garbled reply crashed the worker ('Unrecoverable error:
+        UnpicklingError' in `make chaos`). The message comes back anyway: its ack
+        never reached Redis."""
+        result = super().cancel(pool, signal, emit_retry=emit_retry)
+        apply_result = self._apply_result() if self._apply_result is not None else None
+        disarm = getattr(getattr(pool, "_pool", None), "on_timeout_cancel", None)
+        if apply_result is not None and disarm is not None:
+            disarm(apply_result)
+        return result
+
     def on_timeout(self, soft: bool, timeout: float) -> Any:
         """Write the entry for a hard time limit, then let Celery ack as usual."""
+        if getattr(self, "_already_cancelled", False):
+            # A late timer of a run that was cancelled: not a time limit of the task.
+            return super().on_timeout(soft, timeout)
         time_limit_hit.send(
             sender=self.name, task_id=self.id, hard=not soft, hostname=self.hostname
         )
