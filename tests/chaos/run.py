@@ -60,6 +60,9 @@ def _print_chaos(result: dict[str, Any]) -> None:
         ("Redis restarts (unavailable)",
          ", ".join(f"{r['unavailable_s']} s at t={r['at']} s" for r in result["redis"]) or "none"),
         ("producer publish retries", str(result["publish_retries"])),
+        ("taken messages of killed workers returned by the transport's sweep",
+         str(result["in_flight_returned"])),
+        ("worker 'Unrecoverable error' crashes", str(result["worker_unrecoverable_errors"])),
         ("side effect applied exactly once", str(a["effect_applied_once"])),
         ("non-idempotent tasks with duplicate effects (extra effects)",
          f"{a['non_idempotent_with_duplicate_effect']} ({a['duplicate_effects']})"),
@@ -92,7 +95,7 @@ def main() -> int:
     """Run the chaos and outage scenarios and report."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=150.0, help="publish rate (tasks/s)")
+    parser.add_argument("--rate", type=float, default=100.0, help="publish rate (tasks/s)")
     parser.add_argument("--outage", type=float, default=30.0, help="Redis outage (s); 0: skip")
     parser.add_argument("--outage-tasks", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=20261122)

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
 def test_nothing_is_lost_under_sigkills_and_a_redis_restart(tmp_path: Path) -> None:
-    result: dict[str, Any] = run_chaos(tmp_path, ChaosConfig(tasks=2000, publish_rate=100))
+    result: dict[str, Any] = run_chaos(tmp_path, ChaosConfig(tasks=2000, kill_every=(1.0, 3.0)))
     audit = result["audit"]
     print({k: v for k, v in result.items() if k not in ("timeline", "kill_log")})
     assert chaos_failures(result) == []
