@@ -76,6 +76,17 @@ class Events:
         return round(time.monotonic() - self.started, 2)
 
 
+def _stack(workdir: Path, config: ChaosConfig) -> tuple[RedisServer, Any, Any, Fleet]:
+    """Redis (AOF on), a producer app, the DLQ store, and the pools (not started yet)."""
+    server = start_redis(workdir / "redis", appendonly=True)
+    env = worker_env(server, config)
+    settings = Settings.from_env(env)
+    fleet = Fleet(
+        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
+    )
+    return server, create_app(settings), store_for(settings), fleet
+
+
 def worker_env(server: RedisServer, config: ChaosConfig) -> dict[str, str]:
     return {
         "CELERY_BROKER_URL": server.url(0),
@@ -161,14 +172,7 @@ def run_chaos(
     planned = plan(config.tasks, seed=config.seed, transient=config.transient,
                    permanent=config.permanent, idempotent=config.idempotent,
                    duplicate=config.duplicate)  # fmt: skip
-    server = start_redis(workdir / "redis", appendonly=True)
-    env = worker_env(server, config)
-    settings = Settings.from_env(env)
-    app = create_app(settings)
-    store = store_for(settings)
-    fleet = Fleet(
-        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
-    )
+    server, app, store, fleet = _stack(workdir, config)
     events = Events()
     published, stop_chaos = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
@@ -264,14 +268,7 @@ def run_outage(
     (same main processes, no restarts by supervisord) and drain the backlog afterwards."""
     planned = plan(tasks, seed=config.seed + 1, transient=0.0, permanent=0.0,
                    idempotent=config.idempotent, duplicate=0.0, prefix="o")  # fmt: skip
-    server = start_redis(workdir / "redis", appendonly=True)
-    env = worker_env(server, config)
-    settings = Settings.from_env(env)
-    app = create_app(settings)
-    store = store_for(settings)
-    fleet = Fleet(
-        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
-    )
+    server, app, store, fleet = _stack(workdir, config)
     events = Events()
     try:
         fleet.start()
