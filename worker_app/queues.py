@@ -1,15 +1,15 @@
-"""The four priority queues and the routing of tasks onto them."""
+"""Kombu queue declarations for the queues of the pool catalogue."""
 
 from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-QUEUE_NAMES: tuple[str, ...] = ("critical", "high", "default", "low")
-DEFAULT_QUEUE = "default"
+from worker_app.pools import Catalogue
 
 
-def celery_queues() -> tuple[Queue, ...]:
-    """Kombu queue declarations, one direct exchange per queue name."""
+def celery_queues(catalogue: Catalogue) -> tuple[Queue, ...]:
+    """One queue per catalogue queue, each on a direct exchange of the same name."""
     return tuple(
-        Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES
+        Queue(name, Exchange(name, type="direct"), routing_key=name)
+        for name in catalogue.queue_names
     )

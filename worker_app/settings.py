@@ -49,6 +49,8 @@ class Settings:
     # Lower it with the visibility timeout to get faster recovery after a worker crash.
     max_time_limit: int | None = None
     task_modules: tuple[str, ...] = field(default_factory=tuple)
+    # The pool catalogue (None: the package's worker_app/pools.yml).
+    pools_file: str | None = None
     dlq_max_entries: int = 10_000
     dlq_max_age: int = 180 * 24 * 3600
     death_handlers: tuple[str, ...] = field(default_factory=tuple)
@@ -88,6 +90,7 @@ class Settings:
             ),
             max_time_limit=_int(source, "WORKER_APP_MAX_TIME_LIMIT", 0, minimum=10) or None,
             task_modules=_csv(source.get("WORKER_APP_TASK_MODULES")),
+            pools_file=source.get("WORKER_APP_POOLS_FILE") or None,
             dlq_max_entries=_int(
                 source, "WORKER_APP_DLQ_MAX_ENTRIES", cls.dlq_max_entries, minimum=1
             ),

@@ -26,10 +26,10 @@ from tests.bench import report
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, start_redis
 from tests.support.workers import WorkerProcess, start_worker
-from worker_app.app import create_app
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.replay import replay
 from worker_app.dlq.writer import store_for
+from worker_app.factory import create_app
 from worker_app.settings import Settings
 
 RESULTS = Path("bench-results")

@@ -12,7 +12,10 @@ import redis
 from tests.chaos.tasks import EFFECT_REPEATS, EFFECTS, RUNS
 from worker_app.broker_transport import ReliableChannel
 from worker_app.dlq.store import DeadLetterStore
-from worker_app.queues import QUEUE_NAMES
+from worker_app.pools import load_catalogue
+
+# The queues of the default pool catalogue (worker_app/pools.yml).
+QUEUE_NAMES = load_catalogue().queue_names
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,13 @@ from kombu.exceptions import OperationalError
 from tests.chaos.fleet import Fleet
 from tests.chaos.ledger import Audit, Planned, audit, broker_idle, plan, queued
 from tests.support.redis_server import RedisServer, start_redis
-from worker_app.app import create_app
 from worker_app.dlq.writer import store_for
-from worker_app.queues import QUEUE_NAMES
+from worker_app.factory import create_app
+from worker_app.pools import load_catalogue
 from worker_app.settings import Settings
+
+# The queues of the default pool catalogue (worker_app/pools.yml).
+QUEUE_NAMES = load_catalogue().queue_names
 
 _RETURNED = re.compile(r"returned (\d+) message\(s\) that a stopped consumer had taken")
 RETRY_POLICY = {"max_retries": 60, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 1}

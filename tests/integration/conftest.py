@@ -11,9 +11,9 @@ import redis
 
 from tests.support.redis_server import RedisServer
 from tests.support.workers import WorkerProcess, start_worker
-from worker_app.app import create_app
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.dlq.writer import store_for
+from worker_app.factory import create_app
 from worker_app.settings import Settings
 
 pytestmark = pytest.mark.integration

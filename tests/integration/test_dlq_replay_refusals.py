@@ -20,10 +20,10 @@ import redis
 
 from tests.support.broker import queued, queued_bodies, snapshot
 from tests.support.redis_server import RedisServer
-from worker_app.app import create_app
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
 from worker_app.dlq.writer import store_for
+from worker_app.factory import create_app
 from worker_app.message_size import SETTING, body_size, task_body
 from worker_app.settings import Settings
 

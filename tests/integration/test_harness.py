@@ -27,7 +27,7 @@ def test_worker_runs_a_task_from_its_queue(redis_server: RedisServer, tmp_path: 
     try:
         from celery import Celery  # noqa: PLC0415
 
-        from worker_app.app import create_app  # noqa: PLC0415
+        from worker_app.factory import create_app  # noqa: PLC0415
         from worker_app.settings import Settings  # noqa: PLC0415
 
         client: Celery = create_app(Settings.from_env(env))

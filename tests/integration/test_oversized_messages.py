@@ -15,9 +15,9 @@ from tests.integration.conftest import StartWorker, records
 from tests.support.broker import nothing_pending, snapshot
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess
-from worker_app.app import celery_config, create_app
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.examples import record
+from worker_app.factory import celery_config, create_app
 from worker_app.message_size import SETTING, MessageTooLargeError, body_size, task_body
 from worker_app.settings import Settings
 

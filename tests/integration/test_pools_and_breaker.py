@@ -15,7 +15,10 @@ from tests.integration.conftest import StartWorker, records
 from tests.support.waiting import wait_until
 from worker_app.breaker import BreakerState, CircuitBreaker
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
-from worker_app.queues import QUEUE_NAMES
+from worker_app.pools import load_catalogue
+
+# The queues of the default pool catalogue (worker_app/pools.yml).
+QUEUE_NAMES = load_catalogue().queue_names
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from tests.integration.conftest import StartWorker, records
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, start_redis
 from tests.support.waiting import wait_until
-from worker_app.app import create_app
+from worker_app.factory import create_app
 from worker_app.settings import Settings
 
 pytestmark = pytest.mark.integration

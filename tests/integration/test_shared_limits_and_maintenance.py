@@ -11,7 +11,6 @@ import pytest
 from tests.integration.conftest import StartWorker
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
-from worker_app.app import MAINTENANCE_SCHEDULE
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.ratelimit import Rate, SharedRateLimit
@@ -36,7 +35,8 @@ def test_rate_limit_is_shared_between_clients(redis_server: RedisServer) -> None
 def test_beat_schedule_trims_the_dlq(
     start_pool_worker: StartWorker, client_app: Any, store: DeadLetterStore
 ) -> None:
-    assert MAINTENANCE_SCHEDULE["trim-dead-letters"]["task"] == "worker_app.maintenance.trim_dlq"
+    schedule = client_app.conf.beat_schedule["trim-dead-letters"]
+    assert schedule["task"] == "worker_app.maintenance.trim_dlq"
     stale = DeadLetter(id=f"old-{uuid.uuid4().hex[:6]}", reason="non_retryable", task_name="t",
                        task_id=None, queue="low", failed_at=time.time() - 7200)  # fmt: skip
     # Written directly with a generous cap, as if it had aged in place.
@@ -44,7 +44,8 @@ def test_beat_schedule_trims_the_dlq(
     store.client.zadd(store.keys[1], {stale.id: stale.failed_at})
     store.client.hincrby(store.keys[2], "low\x1ft", 1)
     start_pool_worker("low", "--concurrency", "1", WORKER_APP_DLQ_MAX_AGE="3600")
-    queue = MAINTENANCE_SCHEDULE["trim-dead-letters"]["options"]["queue"]
+    queue = schedule["options"]["queue"]
+    assert queue == "low"  # the default catalogue's maintenance_queue
     client_app.send_task("worker_app.maintenance.trim_dlq", queue=queue)
     wait_until(lambda: stale.id not in [e.id for e in store.iter_entries()], what="the trim")
     assert ("low", "t") not in store.stats().by_queue_and_task

@@ -131,7 +131,7 @@ def rehearsal() -> Rehearsal:
 @pytest.fixture(scope="session")
 def client_app(rehearsal: Rehearsal) -> Any:
     """A producer app on the controller, publishing to the rehearsal broker."""
-    from worker_app.app import create_app  # noqa: PLC0415
+    from worker_app.factory import create_app  # noqa: PLC0415
     from worker_app.settings import Settings  # noqa: PLC0415
 
     return create_app(Settings.from_env(rehearsal.client_env()))

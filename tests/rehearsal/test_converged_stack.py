@@ -13,7 +13,10 @@ import yaml
 
 from tests.rehearsal.conftest import ROOT, Rehearsal
 from tests.support.waiting import wait_until
-from worker_app.queues import QUEUE_NAMES
+from worker_app.pools import load_catalogue
+
+# The queues of the default pool catalogue (worker_app/pools.yml).
+QUEUE_NAMES = load_catalogue().queue_names
 
 
 def records(rehearsal: Rehearsal, kind: str) -> list[str]:

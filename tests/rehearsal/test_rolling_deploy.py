@@ -21,7 +21,10 @@ import pytest
 
 from tests.rehearsal.conftest import ROOT, Rehearsal
 from tests.support.waiting import wait_until
-from worker_app.queues import QUEUE_NAMES
+from worker_app.pools import load_catalogue
+
+# The queues of the default pool catalogue (worker_app/pools.yml).
+QUEUE_NAMES = load_catalogue().queue_names
 
 DURATIONS = (0.05, 0.2, 1.0, 4.0)  # seconds each task sleeps: "several seconds" included
 

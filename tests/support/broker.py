@@ -8,7 +8,10 @@ from typing import Any
 
 import redis
 
-from worker_app.queues import QUEUE_NAMES
+from worker_app.pools import load_catalogue
+
+# The queues of the default pool catalogue (worker_app/pools.yml).
+QUEUE_NAMES = load_catalogue().queue_names
 
 #: Kombu's Redis lists for one queue: the queue itself and its priority steps 3, 6, 9.
 PRIORITY_SUFFIXES = ("", ":3", ":6", ":9")

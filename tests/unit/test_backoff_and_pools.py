@@ -1,4 +1,4 @@
-"""Backoff arithmetic, pool definitions and the app's cross-field rules."""
+"""Backoff arithmetic, the default pool catalogue and the app's cross-field rules."""
 
 import dataclasses
 import random
@@ -6,9 +6,9 @@ import random
 import pytest
 from celery import Celery
 
-from worker_app.app import check_task_time_limits, validate
 from worker_app.backoff import backoff_ceiling, clamp_countdown, full_jitter
-from worker_app.pools import POOLS, UnknownPoolError, get_pool, longest_time_limit
+from worker_app.factory import check_task_time_limits, load_and_check
+from worker_app.pools import CatalogueError, UnknownPoolError, load_catalogue
 from worker_app.settings import Settings, SettingsError
 from worker_app.task_classes import CriticalTask, LongRunningTask, RetryableTask
 
@@ -48,16 +48,18 @@ def test_every_task_class_retries_below_the_visibility_timeout() -> None:
     assert LongRunningTask.time_limit < settings.visibility_timeout
 
 
-def test_pools_cover_the_four_queues_once() -> None:
-    queues = [q for pool in POOLS.values() for q in pool.queues]
-    assert sorted(queues) == sorted(["critical", "high", "default", "low"])
-    for pool in POOLS.values():
+def test_the_default_catalogue_has_the_four_pools_one_queue_each() -> None:
+    catalogue = load_catalogue()
+    assert catalogue.names == ("critical", "high", "default", "low")
+    assert catalogue.queue_names == ("critical", "high", "default", "low")
+    assert (catalogue.default_queue, catalogue.maintenance_queue) == ("default", "low")
+    for pool in catalogue.pools:
         assert pool.soft_time_limit < pool.time_limit
         assert pool.prefetch_multiplier == 1
 
 
 def test_pool_argv_carries_its_limits_and_name() -> None:
-    argv = get_pool("low").worker_argv(concurrency=3)
+    argv = load_catalogue().pool("low").worker_argv(concurrency=3)
     assert argv[argv.index("--queues") + 1] == "low"
     assert argv[argv.index("--concurrency") + 1] == "3"
     assert argv[argv.index("--time-limit") + 1] == "1860"
@@ -66,29 +68,30 @@ def test_pool_argv_carries_its_limits_and_name() -> None:
 
 def test_unknown_pool_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownPoolError) as excinfo:
-        get_pool("urgent")
+        load_catalogue().pool("urgent")
     assert str(excinfo.value) == "unknown pool 'urgent'; valid pools: critical, high, default, low"
 
 
-def test_visibility_timeout_must_exceed_the_longest_time_limit() -> None:
-    validate(Settings.from_env({}))
-    too_short = str(longest_time_limit())
-    with pytest.raises(SettingsError, match="WORKER_APP_VISIBILITY_TIMEOUT"):
-        validate(Settings.from_env({"WORKER_APP_VISIBILITY_TIMEOUT": too_short}))
+def test_visibility_timeout_must_exceed_every_time_limit() -> None:
+    load_and_check(Settings.from_env({}))
+    too_short = str(load_catalogue().longest_time_limit())
+    with pytest.raises(CatalogueError, match="WORKER_APP_VISIBILITY_TIMEOUT") as excinfo:
+        load_and_check(Settings.from_env({"WORKER_APP_VISIBILITY_TIMEOUT": too_short}))
+    assert "pool 'low': time_limit 1860s" in str(excinfo.value)
 
 
 def test_max_time_limit_caps_every_pool_and_allows_a_shorter_visibility_timeout() -> None:
     settings = Settings.from_env(
         {"WORKER_APP_MAX_TIME_LIMIT": "100", "WORKER_APP_VISIBILITY_TIMEOUT": "161"}
     )
-    validate(settings)
-    low = get_pool("low").capped(settings.max_time_limit)
+    catalogue = load_and_check(settings)
+    low = catalogue.pool("low").capped(settings.max_time_limit)
     assert (low.soft_time_limit, low.time_limit) == (90, 100)
-    critical = get_pool("critical").capped(settings.max_time_limit)
-    assert critical == get_pool("critical"), "a pool under the cap keeps its limits"
-    assert longest_time_limit(100) == 100
-    with pytest.raises(SettingsError, match=r"WORKER_APP_MAX_TIME_LIMIT \(100s\)"):
-        validate(dataclasses.replace(settings, visibility_timeout=160))
+    critical = catalogue.pool("critical").capped(settings.max_time_limit)
+    assert critical == catalogue.pool("critical"), "a pool under the cap keeps its limits"
+    assert catalogue.longest_time_limit(100) == 100
+    with pytest.raises(CatalogueError, match=r"WORKER_APP_MAX_TIME_LIMIT=100"):
+        load_and_check(dataclasses.replace(settings, visibility_timeout=160))
 
 
 @pytest.mark.parametrize("raw", ["0", "9", "ten"])
@@ -110,6 +113,6 @@ def test_a_task_time_limit_above_the_cap_is_refused_by_name() -> None:
     def send() -> None: ...
 
     with pytest.raises(SettingsError, match=r"reports\.monthly \(1800s\)") as excinfo:
-        check_task_time_limits(app, settings)
+        check_task_time_limits(app, settings, load_catalogue())
     assert "mail.send" not in str(excinfo.value)
-    check_task_time_limits(app, Settings.from_env({}))  # the default allows 1860 s
+    check_task_time_limits(app, Settings.from_env({}), load_catalogue())  # 1860 s allowed

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker_app.app import create_app
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.replay import oversized
+from worker_app.factory import create_app
 from worker_app.message_size import (
     SETTING,
     MessageTooLargeError,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from worker_app.app import celery_config
+from worker_app.factory import celery_config
+from worker_app.pools import load_catalogue
 from worker_app.settings import Settings, SettingsError
 
 
@@ -34,7 +35,7 @@ def test_rejects_bad_visibility_timeout(raw: str, message: str) -> None:
 
 
 def test_celery_config_is_safe_for_redis() -> None:
-    conf = celery_config(Settings.from_env({}))
+    conf = celery_config(Settings.from_env({}), load_catalogue())
     assert conf["accept_content"] == ["json"]
     assert conf["task_serializer"] == "json"
     assert conf["task_acks_late"] is True

@@ -1,4 +1,4 @@
-"""``worker-app demo``: publish a realistic mix of example tasks to all four queues."""
+"""``worker-app demo``: publish a realistic mix of example tasks to every queue."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import click
 @click.option("--count", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="Ordinary tasks per queue.")  # fmt: skip
 def demo(count: int) -> None:
-    """Publish ordinary tasks to every queue, tasks that retry and succeed, and tasks
-    that die into the DLQ (retries exhausted, non-retryable, soft time limit).
+    """Publish ordinary tasks to every queue of the pool catalogue, tasks that retry and
+    succeed, and tasks that die into the DLQ (retries exhausted, non-retryable, soft time
+    limit). Tasks other than the ordinary ones go where their class routes them.
 
     The workers must load worker_app.examples (WORKER_APP_TASK_MODULES)."""
     from worker_app import app  # noqa: PLC0415 - the app reads the environment
@@ -20,24 +21,30 @@ def demo(count: int) -> None:
     run = uuid.uuid4().hex[:6]
     sent: dict[str, int] = {}
 
-    def send(name: str, queue: str, *args: object) -> None:
-        app.send_task(name, args=list(args), queue=queue)
-        sent[f"{queue:<8} {name}"] = sent.get(f"{queue:<8} {name}", 0) + 1
+    def send(name: str, *args: object, queue: str | None = None) -> None:
+        task = app.tasks.get(name)
+        options = {"queue": queue} if queue else {}
+        if task is not None:
+            task.apply_async(args=list(args), **options)
+        else:
+            app.send_task(name, args=list(args), **options)
+        label = f"{queue or 'routed':<8} {name}"
+        sent[label] = sent.get(label, 0) + 1
 
+    app.loader.import_default_modules()
     for i in range(count):
-        send("examples.notify_user", "critical", i)
-        send("examples.record", "high", f"{run}-high-{i}")
-        send("examples.record", "default", f"{run}-default-{i}")
-        send("examples.record", "low", f"{run}-low-{i}")
+        send("examples.notify_user", i)
+        for queue in app.worker_app_catalogue.queue_names:
+            send("examples.record", f"{run}-{queue}-{i}", queue=queue)
     for i in range(max(1, count // 5)):
-        send("examples.flaky", "high", f"{run}-flaky-{i}", 2)
-        send("examples.idempotent_charge", "default", f"order-{run}-{i}", 1999)
-        send("examples.idempotent_charge", "default", f"order-{run}-{i}", 1999)
-    send("examples.always_fails", "default", f"{run}-upstream-a")
-    send("examples.always_fails", "default", f"{run}-upstream-b")
-    send("examples.invalid_input", "high", f"{run}-bad-record")
-    send("examples.slow", "low", f"{run}-report", 1.0)
-    send("examples.slow", "low", f"{run}-too-slow", 5.0)
+        send("examples.flaky", f"{run}-flaky-{i}", 2)
+        send("examples.idempotent_charge", f"order-{run}-{i}", 1999)
+        send("examples.idempotent_charge", f"order-{run}-{i}", 1999)
+    send("examples.always_fails", f"{run}-upstream-a")
+    send("examples.always_fails", f"{run}-upstream-b")
+    send("examples.invalid_input", f"{run}-bad-record")
+    send("examples.slow", f"{run}-report", 1.0)
+    send("examples.slow", f"{run}-too-slow", 5.0)
     for name_queue, n in sorted(sent.items()):
         click.echo(f"{n:>5}  {name_queue}")
     click.echo(

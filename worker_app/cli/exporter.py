@@ -26,7 +26,8 @@ import click
 def exporter(
     port: int, address: str, extra_queues: tuple[str, ...], unacked_scan_limit: int, events: bool
 ) -> None:
-    """Serve broker-side metrics: queue lengths per priority, unacked, DLQ."""
+    """Serve broker-side metrics: queue lengths per priority, unacked, DLQ, and the pool
+    catalogue (pools, their queues and wait SLOs) for the alert rules."""
     # This process keeps its own registry: never the workers' multiprocess mode.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from prometheus_client import disable_created_metrics, start_http_server  # noqa: PLC0415
@@ -40,13 +41,13 @@ def exporter(
         build_registry,
         queues_with_extra,
     )
-    from worker_app.queues import QUEUE_NAMES  # noqa: PLC0415
     from worker_app.state_redis import client_for  # noqa: PLC0415
 
     settings = app.worker_app_settings
+    catalogue = app.worker_app_catalogue
     json_logging.configure(logging.INFO, settings.log_format)
     layout = QueueLayout.from_transport_options(
-        queues_with_extra(QUEUE_NAMES, extra_queues), app.conf.broker_transport_options
+        queues_with_extra(catalogue.queue_names, extra_queues), app.conf.broker_transport_options
     )
     registry, _collector = build_registry(
         app,
@@ -55,6 +56,7 @@ def exporter(
         store_for(settings),
         unacked_scan_limit,
         events,
+        catalogue,
     )
     start_http_server(port, addr=address, registry=registry)
     logging.getLogger("worker_app.exporter").info(

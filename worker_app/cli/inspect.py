@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict
 
 import click
 
-from worker_app.pools import POOLS
-from worker_app.settings import Settings
+from worker_app.settings import Settings, SettingsError
 
 
 @click.command()
@@ -22,19 +21,48 @@ def ping() -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def pools(as_json: bool) -> None:
-    """List the pool definitions (queues, concurrency, limits under WORKER_APP_MAX_TIME_LIMIT)."""
-    cap = Settings.from_env().max_time_limit
-    effective = {name: pool.capped(cap) for name, pool in POOLS.items()}
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the catalogue's own format).")
+@click.option(
+    "--file",
+    "path",
+    help="Check and print this catalogue instead (- reads standard input); default: "
+    "WORKER_APP_POOLS_FILE, else the package's pools.yml.",
+)
+def pools(as_json: bool, path: str | None) -> None:
+    """Print the pool catalogue in effect (limits under WORKER_APP_MAX_TIME_LIMIT).
+
+    Exits 2 with one line naming the pool and the field when the catalogue is not valid
+    or a time limit does not fit under WORKER_APP_VISIBILITY_TIMEOUT."""
+    from worker_app.factory import load_and_check  # noqa: PLC0415
+
+    try:
+        settings = Settings.from_env()
+        if path is not None:
+            settings = dataclasses.replace(settings, pools_file=path)
+        catalogue = load_and_check(settings).capped(settings.max_time_limit)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({name: asdict(pool) for name, pool in effective.items()}, indent=2))
+        click.echo(json.dumps(catalogue.as_dict(), indent=2))
         return
-    click.echo(f"{'POOL':<10} {'QUEUES':<12} {'PROCS':>5} {'SOFT':>6} {'HARD':>6} {'MAX TASKS':>9}")
-    for pool in effective.values():
+    click.echo(
+        f"{catalogue.source}: default queue {catalogue.default_queue}, "
+        f"maintenance queue {catalogue.maintenance_queue}"
+    )
+    click.echo(
+        f"{'POOL':<12} {'QUEUES':<20} {'PROCS':>7} {'SOFT':>6} {'HARD':>6} {'MAX TASKS':>9} "
+        f"{'PORT':>5} {'NODES':>5} {'WAIT SLO':>9}"
+    )
+    for pool in catalogue.pools:
+        procs = (
+            f"{pool.autoscale.min}-{pool.autoscale.max}"
+            if pool.autoscale
+            else str(pool.concurrency)
+        )
         click.echo(
-            f"{pool.name:<10} {','.join(pool.queues):<12} {pool.concurrency:>5} "
-            f"{pool.soft_time_limit:>6} {pool.time_limit:>6} {pool.max_tasks_per_child:>9}"
+            f"{pool.name:<12} {','.join(pool.queues):<20} {procs:>7} {pool.soft_time_limit:>6} "
+            f"{pool.time_limit:>6} {pool.max_tasks_per_child:>9} {pool.metrics_port:>5} "
+            f"{pool.nodes:>5} {pool.wait_slo_seconds:>7g}s {pool.wait_slo_severity}"
         )
 
 

@@ -9,11 +9,14 @@ from typing import Any
 
 import click
 
-from worker_app.pools import POOLS, UnknownPoolError, get_pool
+from worker_app.pools import UnknownPoolError
+from worker_app.settings import Settings, SettingsError
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--pool", "pool_name", required=True, help=f"One of: {', '.join(POOLS)}.")
+@click.option(
+    "--pool", "pool_name", required=True, help="A pool of the catalogue (worker-app pools)."
+)
 @click.option(
     "--concurrency", type=click.IntRange(min=1), help="Override the pool's process count."
 )
@@ -58,10 +61,15 @@ def worker(
     """Run a Celery worker with the queues and limits of pool POOL.
 
     Extra arguments after the options go to `celery worker` unchanged."""
+    from worker_app.factory import load_and_check  # noqa: PLC0415
+
     try:
-        pool = get_pool(pool_name)
+        catalogue = load_and_check(Settings.from_env())
+        pool = catalogue.pool(pool_name)
     except UnknownPoolError as exc:
         raise click.BadParameter(str(exc), param_hint="--pool") from None
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
     if hostname and pool.name not in hostname:
         raise click.BadParameter(
             f"the node name must carry the pool name {pool.name!r}", param_hint="--hostname"
@@ -74,14 +82,13 @@ def worker(
         _enable_metrics(node, port, metrics_address)
 
     from worker_app import app  # noqa: PLC0415 - the app reads the environment
-    from worker_app.app import check_task_time_limits  # noqa: PLC0415
-    from worker_app.settings import SettingsError  # noqa: PLC0415
+    from worker_app.factory import check_task_time_limits  # noqa: PLC0415
 
     settings = dataclasses.replace(app.worker_app_settings, pool=pool.name)
     app.worker_app_settings = settings
     app.loader.import_default_modules()
     try:
-        check_task_time_limits(app, settings)
+        check_task_time_limits(app, settings, app.worker_app_catalogue)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     pool = pool.capped(settings.max_time_limit)

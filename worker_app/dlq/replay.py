@@ -8,7 +8,6 @@ from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.headers import FIRST_PUBLISHED_AT, REPLAY_COUNT
 from worker_app.message_size import body_size, task_body
-from worker_app.queues import DEFAULT_QUEUE
 from worker_app.settings import Settings
 
 
@@ -54,7 +53,7 @@ def replay(store: DeadLetterStore, app: Any, entry: DeadLetter) -> bool:
         args=entry.args,
         kwargs=entry.kwargs,
         task_id=entry.task_id or entry.id,
-        queue=entry.queue or DEFAULT_QUEUE,
+        queue=entry.queue or app.conf.task_default_queue,
         headers=headers,
         retries=0,
         **options,

@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker_app.dlq.store import FIELD_SEP, DeadLetterStore
+from worker_app.pools import Catalogue
 
 logger = logging.getLogger("worker_app.exporter")
 
@@ -200,6 +201,34 @@ def _describe_unacked(raw: bytes) -> tuple[str, bool]:
         return "unknown", False
 
 
+class CatalogueCollector(Collector):
+    """The pool catalogue as series, so rules and dashboards need no pool names:
+    ``worker_app_pool_info{pool, queue_name}`` (1 for each pool and queue it consumes) and
+    ``worker_app_queue_wait_slo_seconds{pool, queue_name, severity}`` (the wait SLO)."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    def collect(self) -> Iterator[Any]:
+        """Static series, served whether or not Redis answers."""
+        info = GaugeMetricFamily(
+            "worker_app_pool_info",
+            "1 for each pool of the catalogue and each queue it consumes.",
+            labels=["pool", "queue_name"],
+        )
+        slo = GaugeMetricFamily(
+            "worker_app_queue_wait_slo_seconds",
+            "The p95 queue-wait objective of a queue (its pool's wait_slo_seconds).",
+            labels=["pool", "queue_name", "severity"],
+        )
+        for pool in self.catalogue.pools:
+            for queue in pool.queues:
+                info.add_metric([pool.name, queue], 1.0)
+                slo.add_metric([pool.name, queue, pool.wait_slo_severity], pool.wait_slo_seconds)
+        yield info
+        yield slo
+
+
 class SentEventCounter:
     """Counts Celery ``task-sent`` events by task name and queue, in a thread."""
 
@@ -249,16 +278,19 @@ def build_registry(
     dlq: DeadLetterStore,
     unacked_scan_limit: int,
     events: bool,
+    catalogue: Catalogue | None = None,
 ) -> tuple[CollectorRegistry, BrokerCollector]:
     """The exporter's registry (its own, never multiprocess)."""
     registry = CollectorRegistry()
     collector = BrokerCollector(client, layout, dlq, unacked_scan_limit)
     registry.register(collector)
+    if catalogue is not None:
+        registry.register(CatalogueCollector(catalogue))
     if events:
         SentEventCounter(app, registry).start()
     return registry, collector
 
 
 def queues_with_extra(base: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
-    """The bundle's queues plus any extra ones, in order, without duplicates."""
+    """The catalogue's queues plus any extra ones, in order, without duplicates."""
     return tuple(dict.fromkeys([*base, *extra]))

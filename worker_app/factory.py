@@ -1,4 +1,4 @@
-"""The Celery application factory."""
+"""The Celery application factory: the bundle's settings, queues and routing from the catalogue."""
 
 from __future__ import annotations
 
@@ -8,39 +8,43 @@ from celery import Celery, signals
 
 from worker_app import broker_transport, json_logging
 from worker_app.headers import stamp_headers
-from worker_app.pools import longest_time_limit
-from worker_app.queues import DEFAULT_QUEUE, QUEUE_NAMES, celery_queues
+from worker_app.pools import Catalogue, load_catalogue
+from worker_app.queues import celery_queues
 from worker_app.settings import Settings, SettingsError
 
 BUILTIN_TASK_MODULES: tuple[str, ...] = ("worker_app.tasks",)
 
 
-def maintenance_schedule(interval: int = 300) -> dict[str, dict[str, Any]]:
-    """Beat's housekeeping schedule (every ``interval`` seconds)."""
+def maintenance_schedule(interval: int, queue: str) -> dict[str, dict[str, Any]]:
+    """Beat's housekeeping schedule (every ``interval`` seconds, on ``queue``)."""
     return {
         "trim-dead-letters": {
             "task": "worker_app.maintenance.trim_dlq",
             "schedule": float(interval),
-            "options": {"queue": "low", "expires": max(1, interval - 10)},
+            "options": {"queue": queue, "expires": max(1, interval - 10)},
         },
     }
 
 
-MAINTENANCE_SCHEDULE = maintenance_schedule()
+class RouteByClass:
+    """Route a task to the queue its class declares (``queue = "critical"``) when a pool of
+    the catalogue consumes it; otherwise Celery's default queue applies."""
+
+    def __init__(self, queues: tuple[str, ...]) -> None:
+        self.queues = frozenset(queues)
+
+    def __call__(
+        self, name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any
+    ) -> dict[str, str] | None:
+        queue = getattr(task, "queue", None)
+        if queue in self.queues:
+            return {"queue": queue}
+        return None
 
 
-def route_by_class(
-    name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any
-) -> dict[str, str] | None:
-    """Route a task to the queue its class declares (``queue = "critical"``)."""
-    queue = getattr(task, "queue", None)
-    if queue in QUEUE_NAMES:
-        return {"queue": queue}
-    return None
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
+def celery_config(settings: Settings, catalogue: Catalogue) -> dict[str, Any]:
     """Celery settings for Redis as a broker that must not lose messages."""
+    default_queue = catalogue.default_queue
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
@@ -70,39 +74,34 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_consumer": "worker_app.dlq.consumer:DeadLetteringConsumer",
         "worker_hijack_root_logger": False,
-        "task_queues": celery_queues(),
-        "task_default_queue": DEFAULT_QUEUE,
-        "task_default_exchange": DEFAULT_QUEUE,
-        "task_default_routing_key": DEFAULT_QUEUE,
-        "task_routes": (route_by_class,),
+        "task_queues": celery_queues(catalogue),
+        "task_default_queue": default_queue,
+        "task_default_exchange": default_queue,
+        "task_default_routing_key": default_queue,
+        "task_routes": (RouteByClass(catalogue.queue_names),),
         "task_track_started": True,
         "task_send_sent_event": True,
         "result_expires": 24 * 3600,
-        "beat_schedule": maintenance_schedule(settings.maintenance_interval),
+        "beat_schedule": maintenance_schedule(
+            settings.maintenance_interval, catalogue.maintenance_queue
+        ),
         "enable_utc": True,
         "timezone": "UTC",
     }
 
 
-def validate(settings: Settings) -> None:
-    """Cross-field rules: a message must not be re-delivered while it still runs."""
-    longest = longest_time_limit(settings.max_time_limit)
-    if settings.visibility_timeout <= longest + 60:
-        what = (
-            f"WORKER_APP_MAX_TIME_LIMIT ({longest}s)"
-            if settings.max_time_limit
-            else f"longest pool time limit ({longest}s)"
-        )
-        raise SettingsError(
-            f"WORKER_APP_VISIBILITY_TIMEOUT={settings.visibility_timeout} must exceed the "
-            f"{what} by more than 60s, or Redis re-delivers running tasks"
-        )
+def load_and_check(settings: Settings) -> Catalogue:
+    """The pool catalogue in effect, checked against the visibility timeout: a message
+    must not be delivered again while it still runs."""
+    catalogue = load_catalogue(settings.pools_file)
+    catalogue.check_visibility_timeout(settings.visibility_timeout, settings.max_time_limit)
+    return catalogue
 
 
-def check_task_time_limits(app: Celery, settings: Settings) -> None:
+def check_task_time_limits(app: Celery, settings: Settings, catalogue: Catalogue) -> None:
     """Refuse tasks whose own hard time limit outlasts what the broker allows: their
     messages would be delivered a second time while the first run still works."""
-    longest = longest_time_limit(settings.max_time_limit)
+    longest = catalogue.longest_time_limit(settings.max_time_limit)
     too_long = sorted(
         f"{name} ({task.time_limit}s)"
         for name, task in app.tasks.items()
@@ -118,7 +117,7 @@ def check_task_time_limits(app: Celery, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> Celery:
     """Create the Celery app with the bundle's configuration and task modules."""
     settings = settings or Settings.from_env()
-    validate(settings)
+    catalogue = load_and_check(settings)
     # redis:// is served by kombu's Redis transport with a consumer that cannot lose
     # a message it took (worker_app/broker_transport.py).
     broker_transport.install()
@@ -127,8 +126,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         include=[*BUILTIN_TASK_MODULES, *settings.task_modules],
         amqp="worker_app.amqp:GuardedAMQP",  # the message size guard
     )
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, catalogue))
     app.worker_app_settings = settings
+    app.worker_app_catalogue = catalogue
     return app
 
 
