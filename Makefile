@@ -84,7 +84,7 @@ test-fast: lint rules unit integration ## lint + rules + unit + integration
 molecule: $(STAMP) host-images wheels ## One role's molecule scenario: make molecule ROLE=supervisor
 	@test -n "$(ROLE)" || { echo "usage: make molecule ROLE=<$(ROLES)>" >&2; exit 2; }
 	@test -d roles/$(ROLE)/molecule || { echo "roles/$(ROLE) has no molecule scenario" >&2; exit 2; }
-	cd roles/$(ROLE) && NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
+	cd roles/$(ROLE) && MOLECULE_ROLE=$(subst _,-,$(ROLE)) NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
 
 molecule-all: $(STAMP) host-images wheels ## Every role's molecule scenario (roles tested inside another's scenario have none)
 	@for role in $(SCENARIO_ROLES); do $(MAKE) --no-print-directory molecule ROLE=$$role || exit 1; done

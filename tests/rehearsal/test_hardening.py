@@ -71,10 +71,16 @@ SERVICES = (
     Service("redis", user=fixed("redis"), addresses="redis_bind_addresses"),
     Service("redis_exporter"),
     Service("node_exporter"),
-    Service("celery_worker", addresses="celery_worker_metrics_address", pools=True),
-    Service("celery_beat", listens=False),
-    Service("flower"),
-    Service("celery_exporter"),
+    # The Celery roles run as celery_app's user: their one install contract.
+    Service(
+        "celery_worker",
+        user="celery_app_user",
+        addresses="celery_worker_metrics_address",
+        pools=True,
+    ),
+    Service("celery_beat", user="celery_app_user", listens=False),
+    Service("flower", user="celery_app_user"),
+    Service("broker_exporter", user="celery_app_user"),
     Service("prometheus"),
     Service("alertmanager"),  # issue 10: inert until a play applies the role
     # No Grafana package source is reachable here (roles/grafana README): its configuration is
@@ -116,7 +122,7 @@ def expected_programs(host: HostConfig) -> dict[str, Expected]:
         if service.pools:
             for pool in host["celery_worker_pools"]:
                 first = int(pool["metrics_port"])
-                ports = range(first, first + int(pool.get("numprocs", 1)))
+                ports = range(first, first + int(pool.get("nodes", 1)))
                 name = f"celery-{pool['name']}"  # roles/celery_worker: one program per pool
                 sockets = frozenset((a, p) for a in addresses for p in ports)
                 programs[name] = Expected(name, service.role, user, sockets, service.runs)
@@ -465,7 +471,9 @@ SECRET_FILES = (
         ("redis_exporter_redis_password",),
     ),
     SecretFile("celery_app", "celery_app_env_file", "celery_app_group", ("redis_celery_password",)),
-    SecretFile("flower", "flower_auth_env_file", "flower_group", ("flower_basic_auth_password",)),
+    SecretFile(
+        "flower", "flower_auth_env_file", "celery_app_group", ("flower_basic_auth_password",)
+    ),
     SecretFile(
         "grafana",
         lambda host: f"{host['grafana_config_dir']}/grafana.ini",
@@ -680,7 +688,7 @@ def test_celery_accepts_json_only(
         f"{pool['name']}-{index}@{hosts[c.name].read('/proc/sys/kernel/hostname').strip()}"
         for c in with_role(configured, "celery_worker")
         for pool in c["celery_worker_pools"]
-        for index in range(int(pool.get("numprocs", 1)))
+        for index in range(int(pool.get("nodes", 1)))
     }
     # What every running worker process reports it accepts (remote control).
     replies = client_app.control.inspect(timeout=30, limit=len(nodes)).conf(with_defaults=True)

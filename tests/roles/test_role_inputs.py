@@ -79,9 +79,11 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("celery_app", {**GOOD_APP, "celery_app_environment": ["A=1"]}, "celery_app_environment"),
     ("celery_worker", {"celery_worker_pools": []}, "celery_worker_pools"),
     ("celery_worker", {"celery_worker_pools": [
-        {"name": "urgent", "time_limit": 5, "metrics_port": 1}]}, "urgent"),
+        {"name": "Urgent-1", "time_limit": 5, "metrics_port": 9811}]}, "Urgent-1"),
     ("celery_worker", {"celery_worker_pools": [
-        {"name": "default", "time_limit": 330, "metrics_port": 9813, "numprocs": 2},
+        {"name": "reports", "time_limit": 0, "metrics_port": 9811}]}, "positive time_limit"),
+    ("celery_worker", {"celery_worker_pools": [
+        {"name": "default", "time_limit": 330, "metrics_port": 9813, "nodes": 2},
         {"name": "low", "time_limit": 1860, "metrics_port": 9814}]}, "overlap"),
     ("celery_worker", {"celery_worker_pools": [
         {"name": "default", "time_limit": "long", "metrics_port": 9813}]}, "time_limit"),
@@ -134,9 +136,9 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
      "warning would reach nobody"),
     ("alertmanager", {**GOOD_AM, "alertmanager_route": ["receiver: warning"]},
      "alertmanager_route"),
-    ("celery_exporter", {"celery_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
-     "celery_exporter_address"),
-    ("celery_exporter", {"celery_exporter_events": "sometimes"}, "celery_exporter_events"),
+    ("broker_exporter", {"broker_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
+     "broker_exporter_address"),
+    ("broker_exporter", {"broker_exporter_events": "sometimes"}, "broker_exporter_events"),
     ("grafana", {}, "grafana_admin_password"),
     ("grafana", {"grafana_admin_password": "admin", "grafana_secret_key": "k" * 40},
      "grafana_admin_password"),

@@ -2,23 +2,27 @@
 
 import json
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import testinfra.utils.ansible_runner
+import yaml
 
-testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
-    os.environ["MOLECULE_INVENTORY_FILE"]
-).get_hosts("all")
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("all")
+SCENARIO = Path(__file__).resolve().parents[1]
 
 VENV = "/opt/worker-app/venv"
 WITH_ENV = "set -a && . /etc/worker-app/worker.env && set +a && "
-NODES = ("critical-0", "high-0", "default-0", "default-1", "low-0")
+NODES = ("critical-0", "high-0", "default-0", "default-1", "low-0", "reports-0")
+QUEUES = ("critical", "high", "default", "low", "reports")
 PROBE = r"""
 import json, sys, time, uuid
 import redis
 from worker_app import app
 client = redis.Redis.from_url(app.conf.broker_url)
-tokens = {q: uuid.uuid4().hex[:8] for q in ("critical", "high", "default", "low")}
+tokens = {q: uuid.uuid4().hex[:8] for q in sys.argv[1].split(",")}
 for queue, token in tokens.items():
     app.send_task("examples.record", args=[token], queue=queue)
 ran = {}
@@ -63,10 +67,10 @@ def test_workers_run_as_the_service_user(host):
 def test_each_pool_consumes_only_its_own_queue(host):
     wait_for_nodes(host)
     host.run_expect([0], f"cat > /tmp/probe.py <<'PY'\n{PROBE}\nPY")
-    out = in_env(host, f"{VENV}/bin/python /tmp/probe.py")
+    out = in_env(host, f"{VENV}/bin/python /tmp/probe.py {','.join(QUEUES)}")
     assert out.rc == 0, out.stderr
     ran = json.loads(out.stdout)
-    assert set(ran) == {"critical", "high", "default", "low"}
+    assert set(ran) == set(QUEUES)
     for queue, value in ran.items():
         pool, node = value.split()
         assert pool == queue
@@ -75,7 +79,7 @@ def test_each_pool_consumes_only_its_own_queue(host):
 
 def test_metrics_endpoints_answer(host):
     wait_for_nodes(host)
-    for port in (9811, 9812, 9813, 9814, 9815):
+    for port in (9811, 9812, 9813, 9814, 9815, 9816):
         body = host.check_output(f"curl -fsS http://127.0.0.1:{port}/metrics")
         assert "celery_worker_up" in body, port
 
@@ -91,3 +95,50 @@ def test_supervisor_waits_longer_than_the_time_limit(host):
     assert "stopwaitsecs=1890" in conf
     assert "killasgroup=true" in conf
     assert "--hostname low-%(process_num)d@%%h" in conf
+
+
+def test_the_catalogue_is_installed_and_named_in_the_environment(host):
+    catalogue = host.file("/etc/worker-app/pools.yml")
+    assert (catalogue.user, catalogue.group, catalogue.mode) == ("root", "celery", 0o640)
+    assert host.file("/etc/worker-app/worker.env").contains(
+        "^WORKER_APP_POOLS_FILE=/etc/worker-app/pools.yml$"
+    )
+    shown = json.loads(in_env(host, f"{VENV}/bin/worker-app pools --json").stdout)
+    assert [pool["name"] for pool in shown["pools"]][-1] == "reports"
+
+
+def program_pids(host):
+    """{program: main pids} from supervisorctl status."""
+    pids = {}
+    for line in host.run("supervisorctl status").stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == "RUNNING":
+            pids.setdefault(fields[0].split(":")[0], []).append(fields[3].rstrip(","))
+    return pids
+
+
+def test_a_pool_the_host_no_longer_runs_is_stopped_and_removed(host):
+    # Last test of the module: the host leaves the `reports` pool.
+    wait_for_nodes(host)
+    before = program_pids(host)
+    assert "celery-reports" in before
+    settings = yaml.safe_load((SCENARIO / "molecule.yml").read_text())
+    pools = settings["provisioner"]["inventory"]["group_vars"]["all"]["celery_worker_pools"]
+    kept = [pool for pool in pools if pool["name"] != "reports"]
+    play = subprocess.run(
+        ["ansible-playbook", "-i", str(Path(INVENTORY).parent), "--limit",
+         host.backend.get_hostname(), str(SCENARIO / "apply.yml"),
+         "-e", json.dumps({"molecule_pools": kept})],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO.parents[2])},
+    )  # fmt: skip
+    assert play.returncode == 0, play.stdout + play.stderr
+    after = program_pids(host)
+    assert "celery-reports" not in after
+    assert not host.file("/etc/supervisor/conf.d/celery-reports.conf").exists
+    assert not host.socket("tcp://127.0.0.1:9816").is_listening
+    assert host.run("pgrep -f 'worker-app worker --pool reports'").rc == 1
+    # The other pools' workers were left alone.
+    assert {name: pids for name, pids in after.items() if name != "celery-reports"} == {
+        name: pids for name, pids in before.items() if name != "celery-reports"
+    }

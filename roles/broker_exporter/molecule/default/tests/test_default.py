@@ -1,4 +1,4 @@
-"""Verifiers for the celery_exporter role: it reaches Redis and counts what waits there."""
+"""Verifiers for the broker_exporter role: it reaches Redis and counts what waits there."""
 
 import os
 import re
