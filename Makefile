@@ -8,6 +8,9 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 WHEELS   := wheelhouse
+# The Pythons of the supported hosts besides the controller's: binary wheels for them join the
+# wheelhouse (Debian 12 runs 3.11, Debian 13 runs 3.13).
+WHEEL_PYTHONS ?= 3.11 3.13
 ROLES    := $(sort $(notdir $(wildcard roles/*)))
 SCENARIO_ROLES := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml)))
 ROLE     ?=
@@ -50,10 +53,15 @@ compose: venv ## Print the Docker Compose v2 command in use
 # --- the artifact ------------------------------------------------------------
 wheels: $(WHEELS)/.built ## Build the wheelhouse (worker_app + pinned runtime deps)
 
-$(WHEELS)/.built: $(STAMP) requirements/runtime.txt pyproject.toml $(shell find worker_app -name '*.py' -o -name py.typed)
+$(WHEELS)/.built: $(STAMP) requirements/runtime.txt pyproject.toml $(shell find worker_app -name '*.py' -o -name py.typed -o -name '*.yml')
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
 	$(BIN)/pip wheel -q --wheel-dir $(WHEELS) -r requirements/runtime.txt
 	$(BIN)/pip wheel -q --no-deps --wheel-dir $(WHEELS) .
+	for version in $(WHEEL_PYTHONS); do \
+	  $(BIN)/pip download -q --only-binary=:all: --no-deps --implementation cp \
+	    --python-version $$version --platform manylinux2014_x86_64 \
+	    -d $(WHEELS) -r requirements/runtime.txt; \
+	done
 	cp requirements/runtime.txt $(WHEELS)/requirements.txt
 	touch $@
 
@@ -86,8 +94,8 @@ molecule: $(STAMP) host-images wheels ## One role's molecule scenario: make mole
 	@test -d roles/$(ROLE)/molecule || { echo "roles/$(ROLE) has no molecule scenario" >&2; exit 2; }
 	cd roles/$(ROLE) && MOLECULE_ROLE=$(subst _,-,$(ROLE)) NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
 
-molecule-all: $(STAMP) host-images wheels ## Every role's molecule scenario (roles tested inside another's scenario have none)
-	@for role in $(SCENARIO_ROLES); do $(MAKE) --no-print-directory molecule ROLE=$$role || exit 1; done
+molecule-all: $(STAMP) host-images wheels ## Every role's molecule scenario, MOLECULE_JOBS (3) at a time; logs in .molecule-logs/
+	tools/molecule-all.sh $(SCENARIO_ROLES)
 
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e

@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 
+from tests.support import catalogue
 from tests.support.ports import free_port
+from worker_app.pools import Catalogue, parse_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +28,9 @@ class Stack:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
+        self.catalogue: Catalogue = parse_catalogue(
+            yaml.safe_load(Path(env["WORKER_APP_POOLS_FILE"]).read_text())
+        )
         values = dict(
             line.split("=", 1)
             for line in Path(env["STACK_ENV_FILE"]).read_text().splitlines()
@@ -39,6 +45,19 @@ class Stack:
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
+
+    def client_app(self) -> Any:
+        """A producer on the host, publishing to the stack's broker with its catalogue."""
+        from worker_app.factory import create_app  # noqa: PLC0415
+        from worker_app.settings import Settings  # noqa: PLC0415
+
+        port, password = self.values["STACK_REDIS_PORT"], self.values["REDIS_CELERY_PASSWORD"]
+        return create_app(
+            Settings(
+                broker_url=f"redis://celery:{password}@127.0.0.1:{port}/0",
+                pools_file=self.env["WORKER_APP_POOLS_FILE"],
+            )
+        )
 
     def redis(self) -> redis.Redis:
         port = self.values["STACK_REDIS_PORT"]
@@ -71,10 +90,13 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`make up` in project celery-stack-e2e; cleaned (down + volumes) afterwards."""
+    """`make up` in project celery-stack-e2e, with the packaged pool catalogue plus a fifth pool
+    (`reports`, tests/support/catalogue.py); cleaned (down + volumes) afterwards."""
     workdir = tmp_path_factory.mktemp("stack")
+    pools = catalogue.write(workdir / "pools.yml", catalogue.with_pool())
     env = {
         **os.environ,
+        "WORKER_APP_POOLS_FILE": str(pools),
         "STACK_PROJECT": "celery-stack-e2e",
         "STACK_ENV_FILE": str(workdir / "e2e.env"),
         "STACK_REDIS_PORT": str(free_port()),

@@ -23,8 +23,6 @@ from tests.support.waiting import wait_until
 # The first test pays for `make up` (image builds on a fresh machine).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
-QUEUES = ("critical", "high", "default", "low")
-
 
 def test_secrets_file_is_private(stack: Stack) -> None:
     mode = Path(stack.env["STACK_ENV_FILE"]).stat().st_mode & 0o777
@@ -49,16 +47,18 @@ def test_redis_requires_acl_users(stack: Stack) -> None:
 
 
 def test_each_pool_processed_only_its_own_queue(stack: Stack, demo_run: str) -> None:
+    # Every pool of the catalogue, the fifth one (`reports`) included, has its own service.
+    assert stack.catalogue.names[-1] == "reports"
     client = stack.redis()
-    for queue in QUEUES:
-        if queue == "critical":
-            continue  # the demo sends notify_user there (checked below)
+    for queue in stack.catalogue.queue_names:
+        owner = stack.catalogue.pool_of_queue(queue)
+        assert owner is not None
         for i in range(10):
             key = f"worker_app:examples:ran:{demo_run}-{queue}-{i}"
             ran = wait_until(lambda k=key: client.lrange(k, 0, -1), timeout=120, what=key)
             pool, node = ran[0].decode().split(" ", 1)[1].split()
-            assert pool == queue, (key, pool)
-            assert node == f"{queue}@worker-{queue}"
+            assert pool == owner.name, (key, pool)
+            assert node == f"{owner.name}@worker-{owner.name}"
     notified = wait_until(
         lambda: len(client.lrange("worker_app:examples:notified", 0, -1)) >= 10, what="critical"
     )
@@ -117,7 +117,25 @@ def test_every_prometheus_target_is_up(stack: Stack) -> None:
     jobs = {t["labels"]["job"] for t in targets()}
     assert jobs == {"celery-workers", "celery-exporter", "redis", "flower", "prometheus",
                     "alertmanager"}  # fmt: skip
-    assert len([t for t in targets() if t["labels"]["job"] == "celery-workers"]) == 4
+    pools = sorted(t["labels"]["pool"] for t in targets() if t["labels"]["job"] == "celery-workers")
+    assert pools == sorted(stack.catalogue.names)
+
+
+def test_the_exporter_serves_the_catalogue_and_every_queue(stack: Stack) -> None:
+    def series(query: str) -> dict[str, dict[str, str]]:
+        return {r["metric"]["queue_name"]: r["metric"] for r in stack.prom(query)}
+
+    wanted = set(stack.catalogue.queue_names)
+    info = wait_until(lambda: set(series("worker_app_pool_info")) == wanted or None,
+                      timeout=60, what="worker_app_pool_info for every queue")  # fmt: skip
+    assert info
+    slo = series("worker_app_queue_wait_slo_seconds")
+    reports = stack.catalogue.pool("reports")
+    assert slo["reports"]["pool"] == "reports"
+    assert slo["reports"]["severity"] == reports.wait_slo_severity
+    value = stack.prom('worker_app_queue_wait_slo_seconds{queue_name="reports"}')[0]["value"][1]
+    assert float(value) == reports.wait_slo_seconds
+    assert set(series("celery_queue_length")) >= wanted
 
 
 def test_flower_requires_credentials(stack: Stack) -> None:

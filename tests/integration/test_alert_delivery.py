@@ -10,7 +10,11 @@ which logs each alert as a JSON line. Then:
    `critical`) with its labels and annotations;
 2. a backlog grows on `low` (its pool is down) and on `high` (its pool is up but drained):
    Prometheus fires CeleryBacklogGrowing for both, Alertmanager delivers `high`'s and holds
-   back `low`'s, which the pool-down alert inhibits.
+   back `low`'s, which the pool-down alert inhibits;
+3. the pools are the packaged catalogue plus a fifth, `reports` (tests/support/catalogue.py,
+   through WORKER_APP_POOLS_FILE), with a 1 s wait SLO: its worker consumes only `reports`, its
+   node is scraped under its pool label, the exporter serves its queue and SLO, and tasks that
+   wait behind a slow one fire CeleryQueueWaitSLOBreach for it — no rule names a pool.
 
 Shortened for the test, plainly: every `for:` in a temporary copy of prometheus/rules is 15s
 (the real ones are 1 to 15 minutes), and Prometheus scrapes and evaluates every second.
@@ -35,7 +39,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import StartWorker
+from tests.integration.conftest import StartWorker, records
+from tests.support import catalogue
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.services import Service, binary, get_json, start_service
@@ -45,7 +50,9 @@ from tests.support.workers import WorkerProcess, start_worker
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-POOLS = ("critical", "high", "default", "low")
+# The packaged pools plus `reports`, whose 1 s wait SLO a few tasks behind a slow one exceed.
+CATALOGUE = catalogue.with_pool(wait_slo_seconds=1)
+POOLS = tuple(pool["name"] for pool in CATALOGUE["pools"])
 # Longer than Prometheus's own start (its first scrapes come a few seconds after its first rule
 # evaluation, so `absent(up{...})` is briefly true): no alert fires from the start-up itself.
 FOR = "15s"
@@ -100,6 +107,15 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
         for name in ("critical", "warning")
     ]
     return {"receivers": receivers, **routing}
+
+
+@pytest.fixture(scope="module")
+def worker_env(
+    worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Every process of this module (workers, exporter, producer) reads CATALOGUE."""
+    path = catalogue.write(tmp_path_factory.mktemp("catalogue") / "pools.yml", CATALOGUE)
+    return {**worker_env, "WORKER_APP_POOLS_FILE": str(path)}
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +206,7 @@ def alerting(
 
         def all_up() -> bool:
             targets = get_json(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
-            return len(targets) == 6 and all(t["health"] == "up" for t in targets)
+            return len(targets) == len(POOLS) + 2 and all(t["health"] == "up" for t in targets)
 
         wait_until(all_up, timeout=60, interval=0.5, what="every target up")
         yield Alerting(
@@ -231,9 +247,9 @@ def test_a_stopped_pool_reaches_the_webhook_with_its_labels_and_annotations(
     assert alert["labels"]["queue_name"] == "low"
     assert alert["annotations"]["summary"] == "no worker of pool low is up"
     assert alert["annotations"]["description"].startswith(
-        "Prometheus reaches no worker node of the low pool, so its queue is not consumed."
+        "Prometheus reaches no worker node of the low pool, so its queues are not consumed."
     )
-    # Only the stopped pool: the three running pools raised nothing.
+    # Only the stopped pool: the running pools raised nothing.
     assert {a["labels"]["pool"] for a in alerting.delivered("CeleryWorkerPoolDown")} == {"low"}
     assert [a["status"] for a in alerting.delivered("CeleryWorkerPoolDown")] == ["firing"]
 
@@ -293,3 +309,48 @@ def test_an_inhibited_alert_fires_in_prometheus_but_is_not_delivered(
     low = next(a for a in alerting.in_alertmanager("CeleryBacklogGrowing")
                if a["labels"]["queue_name"] == "low")  # fmt: skip
     assert low["status"]["state"] == "suppressed"
+
+
+def test_the_fifth_pool_is_consumed_scraped_exported_and_alerted_on(
+    alerting: Alerting, client_app: Any, state: Any
+) -> None:
+    prometheus = alerting.prometheus
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        url = f"{prometheus}/api/v1/query?query={urllib.parse.quote(expr)}"
+        return list(get_json(url)["data"]["result"])
+
+    # Its worker consumes only its own queue, and its node is scraped under its pool label.
+    assert [queue.name for queue in client_app.conf.task_queues][-1] == "reports"
+    consumed = client_app.control.inspect(destination=["reports@alerts"], timeout=10)
+    assert {node: [q["name"] for q in queues]
+            for node, queues in (consumed.active_queues() or {}).items()} == {
+        "reports@alerts": ["reports"]}  # fmt: skip
+    probe = "fifth-pool-probe"
+    client_app.send_task("examples.record", args=[probe], queue="reports")
+    ran = wait_until(lambda: records(state, f"ran:{probe}"), timeout=60, what="the reports task")
+    assert ran[0].split() == ["reports", "reports@alerts"]
+    up = query('up{job="celery-workers", pool="reports"}')
+    assert [float(r["value"][1]) for r in up] == [1.0]
+    # The exporter serves its queue and the catalogue's SLO for it.
+    assert wait_until(lambda: query('celery_queue_length{queue_name="reports"}'), timeout=30,
+                      what="the reports queue in Prometheus")  # fmt: skip
+    (slo,) = query('worker_app_queue_wait_slo_seconds{queue_name="reports"}')
+    assert (slo["metric"]["pool"], float(slo["value"][1])) == ("reports", 1.0)
+    # Tasks that wait behind a slow one exceed the 1 s SLO: the wait alert fires for reports.
+    for round_ in range(3):
+        client_app.send_task("examples.sleepy", args=[f"wait-{round_}", 3.0], queue="reports")
+        for i in range(4):
+            client_app.send_task("examples.record", args=[f"wait-{round_}-{i}"], queue="reports")
+
+    def firing() -> list[dict[str, str]]:
+        return [m for m in alerting.firing_in_prometheus("CeleryQueueWaitSLOBreach")
+                if m["queue_name"] == "reports"]  # fmt: skip
+
+    fired = wait_until(firing, timeout=240, interval=1, what="the reports wait alert firing")
+    assert fired[0]["pool"] == "reports"
+    assert fired[0]["severity"] == "warning"
+    # Only queues over their own SLO: the other pools' queues are under theirs.
+    assert {m["queue_name"] for m in alerting.firing_in_prometheus("CeleryQueueWaitSLOBreach")} == {
+        "reports"
+    }

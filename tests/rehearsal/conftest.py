@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import redis
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -107,8 +106,18 @@ class Rehearsal:
 
     @cached_property
     def pools(self) -> list[dict[str, Any]]:
-        wiring = yaml.safe_load((ROOT / "ansible/group_vars/all/wiring.yml").read_text())
-        return list(wiring["stack_worker_pools"])
+        """The pools of the catalogue in effect, as the wiring reads it for this inventory."""
+        host = sorted(self.data["_meta"]["hostvars"])[0]
+        out = subprocess.run(
+            [str(BIN / "ansible"), "-i", self.inventory, *self.vault_args,
+             "--playbook-dir", str(ROOT / "ansible"), "-m", "ansible.builtin.debug",
+             "-a", "var=stack_worker_pools", host],
+            capture_output=True, text=True, timeout=120, check=True,
+            env={**self.ansible_env, "ANSIBLE_STDOUT_CALLBACK": "json",
+                 "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"},
+        )  # fmt: skip
+        result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"][host]
+        return list(result["stack_worker_pools"])
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,6 @@ import yaml
 
 from tests.rehearsal.conftest import ROOT, Rehearsal
 from tests.support.waiting import wait_until
-from worker_app.pools import load_catalogue
-
-# The queues of the default pool catalogue (worker_app/pools.yml).
-QUEUE_NAMES = load_catalogue().queue_names
 
 
 def records(rehearsal: Rehearsal, kind: str) -> list[str]:
@@ -27,15 +23,16 @@ def records(rehearsal: Rehearsal, kind: str) -> list[str]:
 def test_a_task_on_each_queue_runs_on_a_host_of_that_pool(
     rehearsal: Rehearsal, client_app: Any
 ) -> None:
-    tokens = {queue: uuid.uuid4().hex[:8] for queue in QUEUE_NAMES}
+    owner = {queue: pool["name"] for pool in rehearsal.pools for queue in pool["queues"]}
+    tokens = {queue: uuid.uuid4().hex[:8] for queue in owner}
     for queue, token in tokens.items():
         client_app.send_task("examples.record", args=[token], queue=queue)
     for queue, token in tokens.items():
         ran = wait_until(lambda t=token: records(rehearsal, f"ran:{t}"), timeout=60,
                          what=f"the {queue} task")  # fmt: skip
         pool, node = ran[0].split()
-        assert pool == queue
-        assert node.split("@", 1)[1] in rehearsal.group(f"workers_{queue}"), node
+        assert pool == owner[queue]
+        assert node.split("@", 1)[1] in rehearsal.group(f"workers_{pool}"), node
 
 
 def test_a_failing_task_lands_in_the_dlq_and_replays(rehearsal: Rehearsal, client_app: Any) -> None:

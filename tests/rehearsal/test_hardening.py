@@ -709,15 +709,16 @@ def test_celery_accepts_json_only(
         for pool in rehearsal.pools:
             task_id, token = str(uuid.uuid4()), uuid.uuid4().hex[:8]
             headers = {"lang": "py", "task": "examples.record", "id": task_id, "retries": 0}
+            queue = pool["queues"][0]
             producer.publish(
                 pickle.dumps(((token,), {}, {})),
-                exchange=pool["name"],
-                routing_key=pool["name"],
+                exchange=queue,
+                routing_key=queue,
                 content_type="application/x-python-serialize",
                 content_encoding="binary",
                 headers={**headers, "root_id": task_id},
             )
-            sent[task_id] = (pool["name"], token)
+            sent[task_id] = (queue, token)
 
     def entry(task_id: str) -> Any:
         try:

@@ -21,10 +21,6 @@ import pytest
 
 from tests.rehearsal.conftest import ROOT, Rehearsal
 from tests.support.waiting import wait_until
-from worker_app.pools import load_catalogue
-
-# The queues of the default pool catalogue (worker_app/pools.yml).
-QUEUE_NAMES = load_catalogue().queue_names
 
 DURATIONS = (0.05, 0.2, 1.0, 4.0)  # seconds each task sleeps: "several seconds" included
 
@@ -32,6 +28,7 @@ DURATIONS = (0.05, 0.2, 1.0, 4.0)  # seconds each task sleeps: "several seconds"
 @pytest.mark.timeout(1800)
 def test_rolling_deploy_under_load_loses_nothing(rehearsal: Rehearsal, client_app: Any) -> None:
     run = uuid.uuid4().hex[:6]
+    queues = [queue for pool in rehearsal.pools for queue in pool["queues"]]
     published: list[str] = []
     stop = threading.Event()
 
@@ -39,8 +36,8 @@ def test_rolling_deploy_under_load_loses_nothing(rehearsal: Rehearsal, client_ap
         for n in itertools.count():
             if stop.is_set():
                 return
-            queue = QUEUE_NAMES[n % len(QUEUE_NAMES)]
-            seconds = DURATIONS[(n // len(QUEUE_NAMES)) % len(DURATIONS)]
+            queue = queues[n % len(queues)]
+            seconds = DURATIONS[(n // len(queues)) % len(DURATIONS)]
             token = f"roll-{run}-{n}"
             client_app.send_task("examples.sleepy", args=[token, seconds], queue=queue)
             published.append(token)
@@ -81,7 +78,7 @@ def test_rolling_deploy_under_load_loses_nothing(rehearsal: Rehearsal, client_ap
         "dead_lettered": len(dead),
         "deploy_seconds": round(deploy_seconds, 1),
         "worker_hosts": len(
-            {h for pool in QUEUE_NAMES for h in rehearsal.group(f"workers_{pool}")}
+            {h for pool in rehearsal.pools for h in rehearsal.group(f"workers_{pool['name']}")}
         ),
     }
     out = ROOT / ".rehearsal" / rehearsal.env_name / "rolling-deploy.json"

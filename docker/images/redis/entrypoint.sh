@@ -1,15 +1,19 @@
 #!/bin/sh
-# Write the ACL file from the environment (passwords stored as SHA-256
-# hashes), then run redis-server. The default user is disabled; the users'
-# rules are those of roles/redis (defaults/main.yml).
+# Write the ACL file, then run redis-server. The default user is disabled; the other users and
+# their rules are those of roles/redis (its defaults), which docker/stack_config.py writes to
+# /etc/redis/acl-rules as "<user> <variable holding the password> <rules>" lines. Passwords come
+# from the environment and are stored as SHA-256 hashes.
 set -eu
-: "${REDIS_CELERY_PASSWORD:?REDIS_CELERY_PASSWORD is required}"
-: "${REDIS_EXPORTER_PASSWORD:?REDIS_EXPORTER_PASSWORD is required}"
+rules=/etc/redis/acl-rules
+[ -r "$rules" ] || { echo "redis-entrypoint: $rules is missing (mount the file docker/stack_config.py writes)" >&2; exit 1; }
 hash() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 umask 077
-cat > /run/redis/users.acl <<ACL
-user default off
-user celery on #$(hash "$REDIS_CELERY_PASSWORD") ~* &* +@all -@admin -@dangerous +info +client|setname +client|id
-user exporter on #$(hash "$REDIS_EXPORTER_PASSWORD") resetkeys resetchannels -@all +ping +client|setname +info +config|get +client|list +slowlog|get +slowlog|len +latency|latest +latency|histogram +memory|stats +cluster|info
-ACL
+{
+    echo "user default off"
+    grep -v '^#' "$rules" | while read -r user variable acl; do
+        eval "password=\${$variable:-}"
+        [ -n "$password" ] || { echo "redis-entrypoint: $variable is required (ACL user $user)" >&2; exit 1; }
+        echo "user $user on #$(hash "$password") $acl"
+    done
+} > /run/redis/users.acl
 exec redis-server /etc/redis/stack.conf --aclfile /run/redis/users.acl "$@"
