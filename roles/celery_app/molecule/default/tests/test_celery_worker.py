@@ -82,7 +82,7 @@ def test_metrics_endpoints_answer(host):
         assert "celery_worker_up" in body, port
 
 
-def test_environment_file_is_private(host):
+def test_environment_file_is_private(host):  # celery_app
     env = host.file("/etc/worker-app/worker.env")
     assert (env.user, env.group, env.mode) == ("root", "celery", 0o640)
     assert env.contains("CELERY_BROKER_URL=")
@@ -95,7 +95,7 @@ def test_supervisor_waits_longer_than_the_time_limit(host):
     assert "--hostname low-%(process_num)d@%%h" in conf
 
 
-def test_the_catalogue_is_installed_and_named_in_the_environment(host):
+def test_the_catalogue_is_installed_and_named_in_the_environment(host):  # celery_app
     catalogue = host.file("/etc/worker-app/pools.yml")
     assert (catalogue.user, catalogue.group, catalogue.mode) == ("root", "celery", 0o640)
     assert host.file("/etc/worker-app/worker.env").contains(

@@ -1,4 +1,5 @@
-"""Verifiers for the broker_exporter role: it reaches Redis and counts what waits there."""
+"""Verifiers for the broker_exporter role: it reaches Redis, counts what waits there and serves
+the pool catalogue."""
 
 import os
 import re
@@ -29,16 +30,27 @@ def test_reaches_the_broker(host):
 
 
 def test_counts_messages_waiting_in_an_extra_queue(host):
-    pattern = r'^celery_queue_length\{queue_name="reports"\} (\S+)$'
+    # `exports` is in no pool of the catalogue: watched because of --queue.
+    pattern = r'^celery_queue_length\{queue_name="exports"\} (\S+)$'
     assert sample(host, pattern) == "0.0"
-    host.run_expect([0], f"redis-cli {CELERY} lpush reports '{{}}' '{{}}' '{{}}'")
+    host.run_expect([0], f"redis-cli {CELERY} lpush exports '{{}}' '{{}}' '{{}}'")
     try:
         deadline = time.monotonic() + 30
         while sample(host, pattern) != "3.0" and time.monotonic() < deadline:
             time.sleep(1)
         assert sample(host, pattern) == "3.0"
     finally:
-        host.run(f"redis-cli {CELERY} del reports")
+        host.run(f"redis-cli {CELERY} del exports")
+
+
+def test_serves_the_pool_catalogue(host):
+    slo = (
+        r"^worker_app_queue_wait_slo_seconds"
+        r'\{pool="reports",queue_name="reports",severity="warning"\} (\S+)$'
+    )
+    assert sample(host, slo) == "60.0"
+    info = r'^worker_app_pool_info\{pool="critical",queue_name="critical"\} (\S+)$'
+    assert sample(host, info) == "1.0"
 
 
 def test_runs_as_celery_and_binds_only_the_configured_address(host):
