@@ -95,7 +95,7 @@ molecule: $(STAMP) host-images wheels ## One role's molecule scenario: make mole
 	  echo "roles/$(ROLE) has no scenario of its own$${host:+: its verifiers run in the $$host scenario, make molecule ROLE=$$host}" >&2; exit 2; }
 	cd roles/$(ROLE) && MOLECULE_ROLE=$(subst _,-,$(ROLE)) NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
 
-molecule-all: $(STAMP) host-images wheels ## Every role's molecule scenario, MOLECULE_JOBS (3) at a time; logs in .molecule-logs/
+molecule-all: $(STAMP) host-images wheels ## Every molecule scenario (MOLECULE_JOBS=2 for two at a time on a bigger machine); logs in .molecule-logs/
 	tools/molecule-all.sh $(SCENARIO_ROLES)
 
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean

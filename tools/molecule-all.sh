@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the molecule scenarios of the given roles, MOLECULE_JOBS at a time (default 3): each
+# Run the molecule scenarios of the given roles, MOLECULE_JOBS at a time (default 1): each
 # scenario has its own containers (named after its role), so they do not meet. Each one's
 # output goes to .molecule-logs/<role>.log and is printed when it ends; the wall time of each
 # and of the whole run is printed last. Exits non-zero if any scenario failed.
@@ -7,7 +7,7 @@
 #   tools/molecule-all.sh supervisor redis celery_worker ...
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-jobs="${MOLECULE_JOBS:-3}"
+jobs="${MOLECULE_JOBS:-1}"
 logs="$root/.molecule-logs"
 mkdir -p "$logs"
 started=$SECONDS

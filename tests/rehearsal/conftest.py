@@ -50,7 +50,12 @@ class Rehearsal:
         return ["--vault-password-file", str(ROOT / "tools" / "vault-password-from-env.sh")]
 
     def group(self, name: str) -> list[str]:
-        return sorted(self.data.get(name, {}).get("hosts", []))
+        """The hosts of group ``name``, its child groups' included."""
+        entry = self.data.get(name, {})
+        hosts = set(entry.get("hosts", []))
+        for child in entry.get("children", []):
+            hosts.update(self.group(child))
+        return sorted(hosts)
 
     def hostvars(self, host: str) -> dict[str, Any]:
         return dict(self.data["_meta"]["hostvars"][host])
