@@ -202,6 +202,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "prefetch_multiplier": (1, 1000),
     "metrics_port": (1024, 65535),
     "nodes": (1, 64),
+    "autoscale max": (1, 1024),
 }
 
 
@@ -217,7 +218,7 @@ def _int(where: str, field: str, value: Any) -> int:
 def _autoscale(where: str, value: Any) -> Autoscale:
     if not isinstance(value, Mapping) or set(value) != {"min", "max"}:
         raise CatalogueError(f"{where}: autoscale must be {{min: N, max: M}}, got {value!r}")
-    high = _int(f"{where}: autoscale", "concurrency", value["max"])
+    high = _int(where, "autoscale max", value["max"])
     low = value["min"]
     if isinstance(low, bool) or not isinstance(low, int) or not 0 <= low <= high:
         raise CatalogueError(

@@ -82,6 +82,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("unknown top-level key", {**DEFAULT, "pool": []}, "unknown key pool"),
     ("concurrency and autoscale", with_pools({"name": "low", "autoscale": {"min": 1, "max": 2}}),
      "pool 'low': set exactly one of concurrency and autoscale"),
+    ("autoscale min above max", with_pools(extra={**REPORTS, "autoscale": {"min": 4, "max": 2}}),
+     "pool 'reports': autoscale min must be an integer from 0 to max (2), got 4"),
     ("bad severity", with_pools({"name": "low", "wait_slo_severity": "page"}),
      "pool 'low': wait_slo_severity must be one of critical, warning"),
     ("missing SLO", with_pools(extra={k: v for k, v in REPORTS.items() if k != "wait_slo_seconds"}),
