@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import click
+import redis
+from kombu.exceptions import OperationalError
 
 from worker_app import __version__
 from worker_app.cli.demo import demo
@@ -13,23 +16,59 @@ from worker_app.cli.exporter import exporter
 from worker_app.cli.inspect import inspect, ping, pools, probe
 from worker_app.cli.node import node
 from worker_app.cli.worker import worker
-from worker_app.settings import SettingsError
+from worker_app.settings import Settings, SettingsError
+
+
+def masked(url: str) -> str:
+    """``url`` with its password shown as ``****``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+
+
+class Unreachable(click.ClickException):
+    """Redis did not answer: one line, exit code 2."""
+
+    exit_code = 2
+
+
+def unreachable(exc: Exception, broker: bool) -> Unreachable:
+    """The one line that says which Redis did not answer and what to check."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError:
+        settings = Settings()
+    url = settings.broker_url if broker or not settings.redis_url else settings.state_redis_url
+    variable = "CELERY_BROKER_URL" if url == settings.broker_url else "WORKER_APP_REDIS_URL"
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return Unreachable(
+        f"cannot reach Redis at {masked(url)} ({reason}): check that Redis runs there, that "
+        f"this host may connect to it (address, port, firewall) and the URL and password in "
+        f"{variable}; --debug shows the traceback"
+    )
 
 
 class _Group(click.Group):
-    """Configuration errors (a bad WORKER_APP_* value or pool catalogue) end the command
-    with one line and exit code 2, never a traceback."""
+    """Configuration errors (a bad WORKER_APP_* value or pool catalogue) and a Redis that does
+    not answer end the command with one line and exit code 2 (``--debug``: the traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from None
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise unreachable(exc, broker=isinstance(exc, OperationalError)) from None
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="worker-app")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def main(debug: bool) -> None:
     """Operate the Celery workers of the Celery production stack bundle.
 
     The broker is read from CELERY_BROKER_URL."""
