@@ -19,6 +19,7 @@ from worker_app.dlq.store import DeadLetterStore
 from worker_app.examples import record
 from worker_app.factory import celery_config, create_app
 from worker_app.message_size import SETTING, MessageTooLargeError, body_size, task_body
+from worker_app.pools import load_catalogue
 from worker_app.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.bad_input]
@@ -46,7 +47,7 @@ def foreign_producer(settings: Settings) -> Celery:
     """An application server that configures plain Celery itself: same broker and settings,
     no size guard."""
     app = Celery("foreign", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, load_catalogue(settings.pools_file)))
     return app
 
 
