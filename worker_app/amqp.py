@@ -1,8 +1,9 @@
-"""Celery's AMQP layer with the message size guard in front of every task publish.
+"""Celery's AMQP layer with the message size guard and worker_app's headers on every task
+publish.
 
-Celery's ``before_task_publish`` signal cannot stop a publish (Celery logs and
-swallows what its receivers raise), so the guard wraps ``send_task_message``,
-the one function through which ``delay``, ``apply_async``, ``send_task`` and
+Celery's ``before_task_publish`` signal cannot stop a publish (Celery logs and swallows what
+its receivers raise) and is process-wide, so the guard wraps ``send_task_message`` of the
+configured app: the one function through which ``delay``, ``apply_async``, ``send_task`` and
 retries publish.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 from celery import current_task
 from celery.app.amqp import AMQP
 
+from worker_app.headers import stamp_headers
 from worker_app.message_size import body_size, check
-from worker_app.settings import Settings
 
 
 def is_republish_of_running_task(headers: dict[str, Any]) -> bool:
@@ -27,12 +28,23 @@ def is_republish_of_running_task(headers: dict[str, Any]) -> bool:
     return task_id is not None and task_id == headers.get("id")
 
 
-class GuardedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
-    """AMQP whose task sender refuses bodies over ``WORKER_APP_MAX_MESSAGE_BYTES``."""
+def _queue_name(options: dict[str, Any]) -> str | None:
+    """The queue a publish goes to, as far as its options name it."""
+    queue = options.get("queue")
+    name = queue if isinstance(queue, str) else getattr(queue, "name", None)
+    return name or options.get("routing_key")
+
+
+class GuardedSender:
+    """Mixin for an AMQP class: the task sender stamps headers and refuses bodies over
+    ``WORKER_APP_MAX_MESSAGE_BYTES`` (nothing is sent when too large)."""
+
+    app: Any
+    _create_task_sender: Callable[[], Callable[..., Any]]
 
     @cached_property
     def send_task_message(self) -> Callable[..., Any]:
-        """Celery's sender, measuring each body first (nothing is sent when too large)."""
+        """Celery's sender, measuring each body first and stamping the headers."""
         send: Callable[..., Any] = self._create_task_sender()
         conf = self.app.conf
 
@@ -45,6 +57,7 @@ class GuardedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
                     options.get("compression") or conf.task_compression,
                 )
                 check(name, size, self.max_message_bytes)
+            stamp_headers(headers, _queue_name(options) or conf.task_default_queue)
             return send(producer, name, message, **options)
 
         return guarded
@@ -52,5 +65,19 @@ class GuardedAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
     @property
     def max_message_bytes(self) -> int:
         """The limit of the app's settings (the default when the app has none)."""
-        settings = getattr(self.app, "worker_app_settings", None) or Settings()
-        return settings.max_message_bytes
+        from worker_app.configuration import settings_of  # noqa: PLC0415 - import cycle
+
+        return settings_of(self.app).max_message_bytes
+
+
+class GuardedAMQP(GuardedSender, AMQP):  # type: ignore[misc]  # Celery is untyped
+    """Celery's AMQP with the guarded sender."""
+
+
+def guarded_amqp_class(base: type) -> type:
+    """``base`` (an app's AMQP class) with the guarded sender."""
+    if issubclass(base, GuardedSender):
+        return base
+    if base is AMQP:
+        return GuardedAMQP
+    return type(f"Guarded{base.__name__}", (GuardedSender, base), {})

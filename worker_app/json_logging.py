@@ -54,9 +54,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class WorkerAppHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """worker_app's stderr handler (so a second ``configure`` replaces it, and only it)."""
+
+
 def configure(loglevel: int | str = logging.INFO, log_format: str = "json", pool: str = "") -> None:
-    """Send every log record to stderr, as JSON or as plain text."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send every log record to stderr, as JSON or as plain text, next to the handlers the
+    host application installed (Django's, Sentry's): only worker_app's own earlier handler
+    is replaced."""
+    handler = WorkerAppHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter(pool))
     else:
@@ -65,6 +71,7 @@ def configure(loglevel: int | str = logging.INFO, log_format: str = "json", pool
         )
     root = logging.getLogger()
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        if isinstance(existing, WorkerAppHandler):
+            root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(loglevel)

@@ -17,7 +17,9 @@ from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.examples import record
-from worker_app.factory import celery_config, create_app
+from worker_app.configuration import transport_options
+from worker_app.factory import create_app
+from worker_app.queues import celery_queues
 from worker_app.message_size import SETTING, MessageTooLargeError, body_size, task_body
 from worker_app.pools import load_catalogue
 from worker_app.settings import Settings
@@ -46,8 +48,14 @@ def small_producer(settings: Settings) -> Any:
 def foreign_producer(settings: Settings) -> Celery:
     """An application server that configures plain Celery itself: same broker and settings,
     no size guard."""
+    catalogue = load_catalogue(settings.pools_file)
     app = Celery("foreign", set_as_current=False)
-    app.conf.update(celery_config(settings, load_catalogue(settings.pools_file)))
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport_options(settings),
+        task_queues=celery_queues(catalogue),
+        task_default_queue=catalogue.default_queue,
+    )
     return app
 
 

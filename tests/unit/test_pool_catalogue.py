@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from worker_app.factory import celery_config, load_and_check
+from worker_app.factory import load_and_check
 from worker_app.pools import CatalogueError, load_catalogue, parse_catalogue
+from worker_app.queues import celery_queues
 from worker_app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,8 +58,7 @@ def test_a_fifth_pool_is_one_more_entry() -> None:
     assert argv[argv.index("--autoscale") + 1] == "3,1"
     assert "--concurrency" not in argv
     assert reports.wait_slo_severity == "warning"
-    conf = celery_config(Settings.from_env({}), catalogue)
-    assert [q.name for q in conf["task_queues"]][-2:] == ["reports", "exports"]
+    assert [q.name for q in celery_queues(catalogue)][-2:] == ["reports", "exports"]
 
 
 def test_the_catalogue_round_trips_through_its_json() -> None:

@@ -2,8 +2,6 @@
 
 import pytest
 
-from worker_app.factory import celery_config
-from worker_app.pools import load_catalogue
 from worker_app.settings import Settings, SettingsError
 
 
@@ -32,14 +30,3 @@ def test_rejects_bad_visibility_timeout(raw: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message) as excinfo:
         Settings.from_env({"WORKER_APP_VISIBILITY_TIMEOUT": raw})
     assert "WORKER_APP_VISIBILITY_TIMEOUT" in str(excinfo.value)
-
-
-def test_celery_config_is_safe_for_redis() -> None:
-    conf = celery_config(Settings.from_env({}), load_catalogue())
-    assert conf["accept_content"] == ["json"]
-    assert conf["task_serializer"] == "json"
-    assert conf["task_acks_late"] is True
-    assert conf["task_reject_on_worker_lost"] is True
-    assert conf["worker_prefetch_multiplier"] == 1
-    assert conf["broker_transport_options"]["visibility_timeout"] == 3600
-    assert [q.name for q in conf["task_queues"]] == ["critical", "high", "default", "low"]

@@ -10,12 +10,14 @@ import redis
 from kombu.exceptions import OperationalError
 
 from worker_app import __version__
+from worker_app.cli.app_option import app_option
 from worker_app.cli.demo import demo
 from worker_app.cli.dlq import dlq
 from worker_app.cli.exporter import exporter
 from worker_app.cli.inspect import inspect, ping, pools, probe
 from worker_app.cli.node import node
 from worker_app.cli.worker import worker
+from worker_app.configuration import settings_of
 from worker_app.settings import Settings, SettingsError
 
 
@@ -34,10 +36,10 @@ class Unreachable(click.ClickException):
     exit_code = 2
 
 
-def unreachable(exc: Exception, broker: bool) -> Unreachable:
+def unreachable(exc: Exception, broker: bool, app: Any = None) -> Unreachable:
     """The one line that says which Redis did not answer and what to check."""
     try:
-        settings = Settings.from_env()
+        settings = settings_of(app) if app is not None else Settings.from_env()
     except SettingsError:
         settings = Settings()
     url = settings.broker_url if broker or not settings.redis_url else settings.state_redis_url
@@ -62,16 +64,19 @@ class _Group(click.Group):
         except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
             if ctx.params.get("debug"):
                 raise
-            raise unreachable(exc, broker=isinstance(exc, OperationalError)) from None
+            app = ctx.meta.get("worker_app.app")
+            raise unreachable(exc, broker=isinstance(exc, OperationalError), app=app) from None
 
 
 @click.group(cls=_Group)
+@app_option
 @click.version_option(__version__, prog_name="worker-app")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 def main(debug: bool) -> None:
     """Operate the Celery workers of the Celery production stack bundle.
 
-    The broker is read from CELERY_BROKER_URL."""
+    The app is the bundled one or yours (-A MODULE or WORKER_APP_CELERY_APP); the broker is
+    your app's broker_url, else CELERY_BROKER_URL."""
 
 
 main.add_command(worker)

@@ -6,8 +6,11 @@ import uuid
 
 import click
 
+from worker_app.cli.app_option import app_option, cli_app
+
 
 @click.command()
+@app_option
 @click.option("--count", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="Ordinary tasks per queue.")  # fmt: skip
 def demo(count: int) -> None:
@@ -16,7 +19,7 @@ def demo(count: int) -> None:
     limit). Tasks other than the ordinary ones go where their class routes them.
 
     The workers must load worker_app.examples (WORKER_APP_TASK_MODULES)."""
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+    app = cli_app()
 
     run = uuid.uuid4().hex[:6]
     sent: dict[str, int] = {}

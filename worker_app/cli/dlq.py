@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 
 import click
 
+from worker_app.cli.app_option import app_option, cli_app, cli_settings
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.replay import NotReplayableError, oversized, replay
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
 from worker_app.dlq.writer import store_for
 from worker_app.message_size import SETTING, MessageTooLargeError
-from worker_app.settings import Settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -31,7 +31,7 @@ def parse_duration(text: str) -> float:
 
 
 def _store() -> DeadLetterStore:
-    return store_for(Settings.from_env())
+    return store_for(cli_settings())
 
 
 def _when(ts: float | None) -> str:
@@ -61,6 +61,7 @@ def _load_all(store: DeadLetterStore, ids: tuple[str, ...]) -> list[DeadLetter]:
 
 
 @click.group()
+@app_option
 def dlq() -> None:
     """The dead-letter queue: tasks that failed for good, kept for inspection and replay."""
 
@@ -130,7 +131,7 @@ def replay_cmd(
         raise click.UsageError("give entry ids or --all (not both)")
     if (queue or task_name) and not replay_all:
         raise click.UsageError("--queue and --task filter --all")
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+    app = cli_app()
 
     store = _store()
     if replay_all:

@@ -8,8 +8,11 @@ import time
 
 import click
 
+from worker_app.cli.app_option import app_option, cli_app
+
 
 @click.command()
+@app_option
 @click.option("--port", type=click.IntRange(1, 65535), default=9808, show_default=True)
 @click.option("--address", default="127.0.0.1", show_default=True, help="Bind address (private).")
 @click.option("--queue", "extra_queues", multiple=True, help="Another queue to watch (repeatable).")
@@ -34,7 +37,10 @@ def exporter(
 
     disable_created_metrics()  # type: ignore[no-untyped-call]
 
-    from worker_app import app, json_logging  # noqa: PLC0415
+    from worker_app import json_logging  # noqa: PLC0415
+    from worker_app.configuration import catalogue_of, settings_of  # noqa: PLC0415
+
+    app = cli_app()
     from worker_app.dlq.writer import store_for  # noqa: PLC0415
     from worker_app.metrics.exporter import (  # noqa: PLC0415
         QueueLayout,
@@ -43,8 +49,8 @@ def exporter(
     )
     from worker_app.state_redis import client_for  # noqa: PLC0415
 
-    settings = app.worker_app_settings
-    catalogue = app.worker_app_catalogue
+    settings = settings_of(app)
+    catalogue = catalogue_of(app)
     json_logging.configure(logging.INFO, settings.log_format)
     layout = QueueLayout.from_transport_options(
         queues_with_extra(catalogue.queue_names, extra_queues), app.conf.broker_transport_options

@@ -7,13 +7,15 @@ import json
 
 import click
 
+from worker_app.cli.app_option import app_option, cli_app
 from worker_app.settings import Settings, SettingsError
 
 
 @click.command()
+@app_option
 def ping() -> None:
     """Check that the broker named by CELERY_BROKER_URL answers."""
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+    app = cli_app()
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
@@ -67,13 +69,13 @@ def pools(as_json: bool, path: str | None) -> None:
 
 
 @click.command()
+@app_option
 @click.argument("what", type=click.Choice(["ping", "active", "reserved", "stats", "queues"]))
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for replies.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect(what: str, timeout: float, as_json: bool) -> None:
     """Ask the running workers (ping, active, reserved, stats, queues)."""
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
-
+    app = cli_app()
     control = app.control.inspect(timeout=timeout)
     method = {"queues": "active_queues"}.get(what, what)
     replies = getattr(control, method)() or {}

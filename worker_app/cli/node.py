@@ -8,12 +8,14 @@ from typing import Any
 
 import click
 
+from worker_app.cli.app_option import app_option, cli_app
+
 #: Exit status of ``drain`` when tasks were still running at the deadline.
 STILL_BUSY = 3
 
 
 def _replies(method: str, nodes: list[str], timeout: float) -> dict[str, Any]:
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+    app = cli_app()
 
     inspector = app.control.inspect(destination=nodes, timeout=timeout)
     return getattr(inspector, method)() or {}
@@ -29,6 +31,7 @@ def _busy(nodes: list[str], timeout: float) -> dict[str, int]:
 
 
 @click.group()
+@app_option
 def node() -> None:
     """Drain worker nodes before a restart and wait for them afterwards."""
 
@@ -43,7 +46,7 @@ def drain(nodes: tuple[str, ...], timeout: float, reply_timeout: float) -> None:
     Tasks already running finish; messages nobody took stay in Redis for the other nodes.
     Exits 3 if tasks still run at the deadline (a warm shutdown then finishes or requeues them).
     """
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
+    app = cli_app()
 
     targets = list(nodes)
     queues = _replies("active_queues", targets, reply_timeout)

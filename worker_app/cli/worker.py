@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 from typing import Any
 
 import click
 
+from worker_app.cli.app_option import app_option, cli_app
 from worker_app.pools import UnknownPoolError
-from worker_app.settings import Settings, SettingsError
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
+@app_option
 @click.option(
     "--pool", "pool_name", required=True, help="A pool of the catalogue (worker-app pools)."
 )
@@ -60,16 +60,21 @@ def worker(
 ) -> None:
     """Run a Celery worker with the queues and limits of pool POOL.
 
-    Extra arguments after the options go to `celery worker` unchanged."""
-    from worker_app.factory import load_and_check  # noqa: PLC0415
+    The app is the bundled one, or the one named by -A / WORKER_APP_CELERY_APP (Django is set up
+    first when DJANGO_SETTINGS_MODULE is set). Extra arguments after the options go to
+    `celery worker` unchanged."""
+    from worker_app.configuration import catalogue_of, warn_overridden  # noqa: PLC0415
+    from worker_app.factory import (  # noqa: PLC0415
+        check_task_queues,
+        check_task_time_limits,
+        pool_settings,
+    )
 
+    app = cli_app()
     try:
-        catalogue = load_and_check(Settings.from_env())
-        pool = catalogue.pool(pool_name)
+        pool = catalogue_of(app).pool(pool_name)
     except UnknownPoolError as exc:
         raise click.BadParameter(str(exc), param_hint="--pool") from None
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
     if hostname and pool.name not in hostname:
         raise click.BadParameter(
             f"the node name must carry the pool name {pool.name!r}", param_hint="--hostname"
@@ -81,16 +86,13 @@ def worker(
         port += process_index
         _enable_metrics(node, port, metrics_address)
 
-    from worker_app import app  # noqa: PLC0415 - the app reads the environment
-    from worker_app.factory import check_task_time_limits  # noqa: PLC0415
-
-    settings = dataclasses.replace(app.worker_app_settings, pool=pool.name)
-    app.worker_app_settings = settings
+    settings = pool_settings(app, pool.name)
     app.loader.import_default_modules()
-    try:
-        check_task_time_limits(app, settings, app.worker_app_catalogue)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from None
+    catalogue = catalogue_of(app)
+    check_task_time_limits(app, settings, catalogue)
+    check_task_queues(app, catalogue)
+    _warn_overridden_at_start(app, warn_overridden)
+    _migrate_legacy_priority_keys(app, settings.broker_url, pool.queues)
     pool = pool.capped(settings.max_time_limit)
     argv = pool.worker_argv(concurrency=concurrency, hostname=node)
     argv += ["--loglevel", loglevel]
@@ -98,6 +100,35 @@ def worker(
         argv.append("--task-events")
     argv += list(celery_args)
     app.worker_main(argv)
+
+
+def _migrate_legacy_priority_keys(app: Any, broker_url: str, queues: tuple[str, ...]) -> None:
+    """Messages on worker_app 0.1's priority keys move to the keys this worker reads."""
+    import redis  # noqa: PLC0415
+
+    from worker_app import priority_keys  # noqa: PLC0415
+    from worker_app.state_redis import client_for  # noqa: PLC0415
+
+    options = app.conf.broker_transport_options or {}
+    try:
+        moved = priority_keys.migrate(
+            client_for(broker_url), queues, options.get("priority_steps", ()), options["sep"]
+        )
+    except redis.RedisError as exc:
+        # The worker waits for Redis itself; the next start moves them.
+        click.echo(f"legacy priority keys not checked (Redis: {exc})", err=True)
+        return
+    if moved:
+        click.echo(f"moved {moved} message(s) from legacy priority keys of {', '.join(queues)}")
+
+
+def _warn_overridden_at_start(app: Any, warn: Any) -> None:
+    """Log the user settings ``configure`` replaced once the worker's logging is set up."""
+    from celery import signals  # noqa: PLC0415
+
+    @signals.worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _warn(sender: Any = None, **_: Any) -> None:
+        warn(app)
 
 
 def _enable_metrics(node: str, port: int, address: str) -> None:

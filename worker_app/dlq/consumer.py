@@ -22,6 +22,7 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.consumer.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
+from worker_app.configuration import settings_of
 from worker_app.dlq.capture import from_message
 from worker_app.dlq.writer import dead_letter
 from worker_app.message_size import SETTING
@@ -35,7 +36,7 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]  # Celery is untype
     """Celery's Consumer, dead-lettering what it would otherwise drop."""
 
     def _settings(self) -> Settings:
-        return getattr(self.app, "worker_app_settings", None) or Settings.from_env()
+        return settings_of(self.app)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """Celery's handler, with a warning for each oversized message first."""

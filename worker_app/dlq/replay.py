@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker_app.configuration import settings_of
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.headers import FIRST_PUBLISHED_AT, REPLAY_COUNT
 from worker_app.message_size import body_size, task_body
-from worker_app.settings import Settings
 
 
 class NotReplayableError(ValueError):
@@ -21,7 +21,7 @@ def oversized(app: Any, entries: list[DeadLetter]) -> tuple[int, list[tuple[str,
     ``dlq replay`` checks every entry before it publishes any, so a batch with
     one entry the size guard would refuse changes nothing.
     """
-    settings = getattr(app, "worker_app_settings", None) or Settings()
+    settings = settings_of(app)
     limit = settings.max_message_bytes
     serializer, compression = app.conf.task_serializer, app.conf.task_compression
     over = []

@@ -12,10 +12,10 @@ from typing import Any
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
+from worker_app.configuration import settings_of
 from worker_app.dlq.capture import from_request
 from worker_app.dlq.writer import dead_letter
 from worker_app.events import time_limit_hit
-from worker_app.settings import Settings
 
 logger = logging.getLogger("worker_app.dlq")
 
@@ -45,7 +45,7 @@ class DeadLetterRequest(Request):  # type: ignore[misc]  # Celery is untyped
             sender=self.name, task_id=self.id, hard=not soft, hostname=self.hostname
         )
         if not soft:
-            settings = getattr(self.task.app, "worker_app_settings", None) or Settings.from_env()
+            settings = settings_of(self.task.app)
             headers = dict(self.request_dict or {})
             try:
                 entry = from_request(

@@ -144,10 +144,11 @@ def attach(worker: Any) -> None:
 def init_breaker_states(app: Any) -> None:
     """Publish the current state of every breaker the registered tasks use."""
     from worker_app.breaker import CircuitBreaker  # noqa: PLC0415
+    from worker_app.configuration import settings_of  # noqa: PLC0415
     from worker_app.metrics.worker_metrics import BREAKER_VALUES, breaker_state  # noqa: PLC0415
     from worker_app.state_redis import client_for  # noqa: PLC0415
 
-    settings = app.worker_app_settings
+    settings = settings_of(app)
     names: set[str] = set()
     for task in app.tasks.values():
         name = getattr(task, "circuit_breaker", None)
