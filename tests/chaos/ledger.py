@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from tests.chaos.tasks import EFFECT_REPEATS, EFFECTS, RUNS
+from tests.support.broker import PRIORITY_SUFFIXES
 from worker_app.broker_transport import ReliableChannel
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.pools import load_catalogue
@@ -153,7 +154,7 @@ def audit(planned: list[Planned], client: redis.Redis, store: DeadLetterStore) -
 def broker_idle(client: redis.Redis) -> bool:
     """No message waits in any queue (any priority), none is unacknowledged, and no
     consumer holds one in flight."""
-    keys = list(QUEUE_NAMES) + [f"{q}:{p}" for q in QUEUE_NAMES for p in (3, 6, 9)]
+    keys = [f"{q}{suffix}" for q in QUEUE_NAMES for suffix in PRIORITY_SUFFIXES]
     keys += [k.decode() for k in client.scan_iter(f"{ReliableChannel.inflight_registry_key}:*")]
     pipe = client.pipeline()
     for key in keys:

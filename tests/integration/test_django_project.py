@@ -410,10 +410,11 @@ def test_the_projects_celery_settings_apply_and_an_override_is_reported_once(
     assert conf["task_acks_late"] is True
     assert conf["worker_prefetch_multiplier"] == 1
     log = adopted.log()
-    # Core defect (reported on issue 17): the worker logs this on worker_init, which Celery
-    # sends before it sets up logging, so the line reaches the log through Python's
-    # last-resort handler as bare text, not as a JSON record of worker_app's handler.
     assert log.count(ACKS_LATE_OVERRIDE) == 1, log
+    # A record of worker_app's JSON handler (logged once the worker set up its logging).
+    (line,) = [line for line in log.splitlines() if ACKS_LATE_OVERRIDE in line]
+    record = json.loads(line)
+    assert (record["logger"], record["level"]) == ("worker_app.configure", "warning")
     assert "overrides result_expires" not in log
     assert "overrides task_default_rate_limit" not in log
     # The project as shipped (proj.settings) sets nothing the bundle overrides.

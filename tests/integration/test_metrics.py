@@ -14,11 +14,13 @@ import pytest
 import redis
 
 from tests.integration.conftest import StartWorker, records
+from tests.support.broker import PRIORITY_SUFFIXES
 from tests.support.ports import free_port
 from tests.support.prom import promtool_check, scrape, series, total
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, start_worker
+from worker_app.configuration import PRIORITY_SEP
 from worker_app.dlq.store import DeadLetterStore
 
 pytestmark = pytest.mark.integration
@@ -132,12 +134,12 @@ def test_exporter_queue_lengths_equal_redis_truth(
     client = redis_server.client(0)
     text = scrape(exporter)
     for (queue, step), count in plan.items():
-        key = queue if step == 0 else f"{queue}:{step}"
+        key = queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
         assert client.llen(key) == count
         assert total(text, "worker_app_queue_length_by_priority", queue_name=queue,
                      priority=str(step)) == count  # fmt: skip
     for queue in ("high", "low", "critical"):
-        truth = sum(client.llen(k) for k in [queue, f"{queue}:3", f"{queue}:6", f"{queue}:9"])
+        truth = sum(client.llen(f"{queue}{suffix}") for suffix in PRIORITY_SUFFIXES)
         assert total(text, "celery_queue_length", queue_name=queue) == truth
     assert promtool_check(text) == ""
 

@@ -8,13 +8,14 @@ from typing import Any
 
 import redis
 
+from worker_app.configuration import PRIORITY_SEP, PRIORITY_STEPS
 from worker_app.pools import load_catalogue
 
 # The queues of the default pool catalogue (worker_app/pools.yml).
 QUEUE_NAMES = load_catalogue().queue_names
 
 #: Kombu's Redis lists for one queue: the queue itself and its priority steps 3, 6, 9.
-PRIORITY_SUFFIXES = ("", ":3", ":6", ":9")
+PRIORITY_SUFFIXES = ("", *(f"{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS[1:]))
 #: A lock kombu's Redis transport takes (with an expiry) while restoring unacked messages.
 TRANSIENT_KEYS = frozenset({b"unacked_mutex"})
 

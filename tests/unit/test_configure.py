@@ -88,3 +88,28 @@ def test_configure_keeps_a_custom_amqp_class() -> None:
     configure(app)
     assert isinstance(app.amqp, ProjectAMQP)
     assert isinstance(app.amqp, GuardedSender)
+
+
+def test_the_log_handler_joins_the_host_apps_handlers() -> None:
+    import logging  # noqa: PLC0415
+
+    from worker_app import json_logging  # noqa: PLC0415
+
+    class Sentry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    host_handler = Sentry()
+    root.addHandler(host_handler)
+    try:
+        json_logging.configure("INFO", "json")
+        json_logging.configure("WARNING", "text")  # a second setup replaces only its own
+        ours = [h for h in root.handlers if isinstance(h, json_logging.WorkerAppHandler)]
+        assert host_handler in root.handlers
+        assert len(ours) == 1
+        assert not isinstance(ours[0].formatter, json_logging.JsonFormatter)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

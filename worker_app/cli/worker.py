@@ -126,7 +126,8 @@ def _warn_overridden_at_start(app: Any, warn: Any) -> None:
     """Log the user settings ``configure`` replaced once the worker's logging is set up."""
     from celery import signals  # noqa: PLC0415
 
-    @signals.worker_init.connect(weak=False)  # type: ignore[untyped-decorator]
+    # celeryd_after_setup comes after the worker set up logging (worker_init comes before).
+    @signals.celeryd_after_setup.connect(weak=False)  # type: ignore[untyped-decorator]
     def _warn(sender: Any = None, **_: Any) -> None:
         warn(app)
 
