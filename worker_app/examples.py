@@ -37,7 +37,7 @@ def fix_upstream(client: redis.Redis, token: str, prefix: str = "worker_app") ->
     client.set(f"{prefix}:examples:fixed:{token}", 1)
 
 
-@task(base=RetryableTask, bind=True, name="examples.flaky", retry_backoff=0.2)  # type: ignore[untyped-decorator]
+@task(base=RetryableTask, bind=True, name="examples.flaky", backoff_first=0.2)  # type: ignore[untyped-decorator]
 def flaky(self: RetryableTask, token: str, fail_times: int) -> str:
     """Fails with ConnectionError ``fail_times`` times, then succeeds."""
     _record(self, f"attempts:{token}", self.request.retries)
@@ -46,7 +46,7 @@ def flaky(self: RetryableTask, token: str, fail_times: int) -> str:
     return f"ok after {self.request.retries} retries"
 
 
-@task(base=RetryableTask, bind=True, name="examples.always_fails", max_retries=2, retry_backoff=0.1)  # type: ignore[untyped-decorator]
+@task(base=RetryableTask, bind=True, name="examples.always_fails", max_retries=2, backoff_first=0.1)  # type: ignore[untyped-decorator]
 def always_fails(self: RetryableTask, token: str) -> str:
     """Times out every time until the upstream is fixed (``fix_upstream``): ends in
     the DLQ after its retries; replayed after the fix, it succeeds."""

@@ -48,8 +48,8 @@ class ChaosTask(RetryableTask):
 
     abstract = True
     max_retries = 12
-    retry_backoff = 0.5
-    retry_backoff_max = 5.0
+    backoff_first = 0.5
+    backoff_max = 5.0
 
 
 class IdempotentChaosTask(ChaosTask):

@@ -44,7 +44,7 @@ def test_clamp_countdown() -> None:
 def test_every_task_class_retries_below_the_visibility_timeout() -> None:
     settings = Settings.from_env({})
     for cls in (RetryableTask, CriticalTask, LongRunningTask):
-        assert min(cls.retry_backoff_max, settings.max_countdown) < settings.visibility_timeout
+        assert min(cls.backoff_max, settings.max_countdown) < settings.visibility_timeout
     assert LongRunningTask.time_limit < settings.visibility_timeout
 
 
