@@ -15,13 +15,13 @@ from tests.integration.conftest import StartWorker, records
 from tests.support.broker import nothing_pending, snapshot
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess
+from worker_app.configuration import transport_options
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.examples import record
-from worker_app.configuration import transport_options
 from worker_app.factory import create_app
-from worker_app.queues import celery_queues
 from worker_app.message_size import SETTING, MessageTooLargeError, body_size, task_body
 from worker_app.pools import load_catalogue
+from worker_app.queues import celery_queues
 from worker_app.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.bad_input]
