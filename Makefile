@@ -11,6 +11,15 @@ WHEELS   := wheelhouse
 # The Pythons of the supported hosts besides the controller's: binary wheels for them join the
 # wheelhouse (Debian 12 runs 3.11, Debian 13 runs 3.13).
 WHEEL_PYTHONS ?= 3.11 3.13
+# Your projects (directories with a pyproject.toml or setup.py, space-separated): `make wheels
+# PROJECT_WHEELS=../myproj` adds their wheels and dependencies to the wheelhouse. The wheelhouse
+# remembers them (wheelhouse/.projects), so later targets (deploy, rehearse) keep them;
+# `PROJECT_WHEELS=` drops them.
+PROJECT_WHEELS ?= $(shell cat $(WHEELS)/.projects 2>/dev/null)
+# The molecule scenario of the Celery roles deploys the example Django project: its wheelhouse
+# is the wheelhouse plus the example's wheels.
+EXAMPLE_PROJECT := examples/django_project
+EXAMPLE_WHEELS  := build/wheelhouse-example
 ROLES    := $(sort $(notdir $(wildcard roles/*)))
 SCENARIO_ROLES := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml)))
 ROLE     ?=
@@ -51,10 +60,44 @@ compose: venv ## Print the Docker Compose v2 command in use
 	@docker/compose.sh
 
 # --- the artifact ------------------------------------------------------------
-wheels: $(WHEELS)/.built ## Build the wheelhouse (worker_app + pinned runtime deps)
+wheels: $(WHEELS)/.built ## Build the wheelhouse (worker_app + pinned runtime deps; PROJECT_WHEELS="dir ..." adds your projects)
 
-$(WHEELS)/.built: $(STAMP) requirements/runtime.txt pyproject.toml $(shell find worker_app -name '*.py' -o -name py.typed -o -name '*.yml')
+# The files a project's wheel is built from: an edit rebuilds the wheelhouse.
+project_sources = $(if $(strip $(1)),$(shell find $(1) \( -name '.*' -o -name __pycache__ -o -name build \
+	-o -name dist -o -name '*.egg-info' -o -name node_modules \) -prune -o -type f ! -name '*.sqlite3' -print 2>/dev/null))
+
+# $(call project_wheels,WHEELHOUSE,DIRS): each project's wheel and its dependencies into
+# WHEELHOUSE, resolved with the bundle's pins (requirements/runtime.txt) and the project's own
+# (its requirements.txt, when it has one) against the worker_app wheel of WHEELHOUSE; binary
+# wheels for the hosts' Pythons too; every resolved version pinned in WHEELHOUSE/projects.txt,
+# which the celery_app role installs as constraints.
+define project_wheels
+for project in $(2); do \
+  test -f $$project/pyproject.toml -o -f $$project/setup.py || { \
+    echo "PROJECT_WHEELS: $$project is not a Python project directory (no pyproject.toml or setup.py)" >&2; exit 2; }; \
+  resolved=$(1)/.resolved && rm -rf $$resolved && mkdir $$resolved; \
+  $(BIN)/pip wheel -q --wheel-dir $$resolved --find-links $(1) --constraint requirements/runtime.txt \
+    $$(test -f $$project/requirements.txt && echo "--requirement $$project/requirements.txt") \
+    $(1)/worker_app-*.whl $$project; \
+  binaries=; \
+  for wheel in $$resolved/*.whl; do \
+    name=$$(basename $$wheel | cut -d- -f1); version=$$(basename $$wheel | cut -d- -f2); \
+    grep -qix "$$name==$$version" $(1)/projects.txt 2>/dev/null || echo "$$name==$$version" >>$(1)/projects.txt; \
+    case $$wheel in *-none-any.whl) ;; *) binaries="$$binaries $$name==$$version";; esac; \
+  done; \
+  for python in $(WHEEL_PYTHONS); do \
+    test -z "$$binaries" || $(BIN)/pip download -q --only-binary=:all: --no-deps --implementation cp \
+      --python-version $$python --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+      -d $(1) $$binaries; \
+  done; \
+  mv -f $$resolved/*.whl $(1)/ && rm -rf $$resolved; \
+done
+endef
+
+$(WHEELS)/.built: $(STAMP) requirements/runtime.txt pyproject.toml $(shell find worker_app -name '*.py' -o -name py.typed -o -name '*.yml') \
+                  $(call project_sources,$(PROJECT_WHEELS)) $(WHEELS)/.projects
 	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	printf '%s\n' "$(strip $(PROJECT_WHEELS))" >$(WHEELS)/.projects
 	$(BIN)/pip wheel -q --wheel-dir $(WHEELS) -r requirements/runtime.txt
 	$(BIN)/pip wheel -q --no-deps --wheel-dir $(WHEELS) .
 	for version in $(WHEEL_PYTHONS); do \
@@ -63,7 +106,19 @@ $(WHEELS)/.built: $(STAMP) requirements/runtime.txt pyproject.toml $(shell find 
 	    -d $(WHEELS) -r requirements/runtime.txt; \
 	done
 	cp requirements/runtime.txt $(WHEELS)/requirements.txt
+	$(call project_wheels,$(WHEELS),$(PROJECT_WHEELS))
 	touch $@
+
+# Rewritten only when PROJECT_WHEELS changed, which then rebuilds the wheelhouse.
+$(WHEELS)/.projects: FORCE
+	@test -f $@ && test "$$(cat $@)" = "$(strip $(PROJECT_WHEELS))" || { mkdir -p $(WHEELS) && printf '%s\n' "$(strip $(PROJECT_WHEELS))" >$@; }
+
+$(EXAMPLE_WHEELS)/.built: $(WHEELS)/.built $(call project_sources,$(EXAMPLE_PROJECT))
+	rm -rf $(EXAMPLE_WHEELS) && mkdir -p $(dir $(EXAMPLE_WHEELS)) && cp -a $(WHEELS) $(EXAMPLE_WHEELS)
+	$(call project_wheels,$(EXAMPLE_WHEELS),$(EXAMPLE_PROJECT))
+	touch $@
+
+FORCE:
 
 # --- checks --------------------------------------------------------------------
 lint: $(STAMP) ## ansible-lint (production), yamllint, ruff, mypy --strict
@@ -89,13 +144,13 @@ rules: ## promtool: check the rules and run their unit tests
 
 test-fast: lint rules unit integration ## lint + rules + unit + integration
 
-molecule: $(STAMP) host-images wheels ## One role's molecule scenario: make molecule ROLE=supervisor
+molecule: $(STAMP) host-images wheels $(if $(filter celery_app,$(ROLE)),$(EXAMPLE_WHEELS)/.built) ## One role's molecule scenario: make molecule ROLE=supervisor
 	@test -n "$(ROLE)" || { echo "usage: make molecule ROLE=<$(ROLES)>" >&2; exit 2; }
 	@test -d roles/$(ROLE)/molecule || { host="$$(grep -l -E '^ +- role: $(ROLE)$$' roles/*/molecule/default/converge.yml | head -n 1 | cut -d/ -f2)"; \
 	  echo "roles/$(ROLE) has no scenario of its own$${host:+: its verifiers run in the $$host scenario, make molecule ROLE=$$host}" >&2; exit 2; }
 	cd roles/$(ROLE) && MOLECULE_ROLE=$(subst _,-,$(ROLE)) NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
 
-molecule-all: $(STAMP) host-images wheels ## Every molecule scenario (MOLECULE_JOBS=2 for two at a time on a bigger machine); logs in .molecule-logs/
+molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every molecule scenario (MOLECULE_JOBS=2 for two at a time on a bigger machine); logs in .molecule-logs/
 	tools/molecule-all.sh $(SCENARIO_ROLES)
 
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
@@ -167,5 +222,5 @@ alerts: ## What fired in the stack: alerts in Alertmanager, and what reached the
 images: wheels base-image ## Build the stack's images (worker, redis, prometheus)
 	docker/build-images.sh
 
-clean-wheels: ## Remove the wheelhouse
-	rm -rf $(WHEELS)
+clean-wheels: ## Remove the wheelhouse (and the example's, for molecule)
+	rm -rf $(WHEELS) $(EXAMPLE_WHEELS)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.roles.test_role_inputs import fake_wheelhouse
 from tests.support.ansible_output import failure_message, recap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,9 +45,7 @@ def run(playbook: str, inventory: Path, tmp_path: Path) -> tuple[int, str]:
         "ANSIBLE_NOCOLOR": "1",
         "STACK_VAULT_PASSWORD": "rehearsal-only-not-a-secret",
     }
-    wheelhouse = tmp_path / "wheelhouse"  # what the celery_app preflight looks for
-    wheelhouse.mkdir(exist_ok=True)
-    (wheelhouse / "requirements.txt").write_text("celery==5.7.0\n")
+    wheelhouse = fake_wheelhouse(tmp_path)  # what the celery_app preflight looks for
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
          "--vault-password-file", str(ROOT / "tools" / "vault-password-from-env.sh"),

@@ -77,6 +77,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("celery_app", {"celery_app_broker_url": "redis://c:p@h:6379/0",
                     "celery_app_wheelhouse_src": "/nonexistent"}, "celery_app_wheelhouse_src"),
     ("celery_app", {**GOOD_APP, "celery_app_environment": ["A=1"]}, "celery_app_environment"),
+    ("celery_app", {**GOOD_APP, "celery_app_extra_packages": ["example-django-project"]},
+     "no wheel for example-django-project"),
+    ("celery_app", {**GOOD_APP, "celery_app_module": "proj; rm -rf /"}, "celery_app_module"),
+    ("celery_app", {**GOOD_APP, "celery_app_module": "proj.celery:"}, "celery_app_module"),
+    ("celery_app", {**GOOD_APP, "celery_app_environment": {"WORKER_APP_CELERY_APP": "proj"}},
+     "must not set WORKER_APP_CELERY_APP"),
     ("celery_worker", {"celery_worker_pools": []}, "celery_worker_pools"),
     ("celery_worker", {"celery_worker_pools": [
         {"name": "Urgent-1", "time_limit": 5, "metrics_port": 9811}]}, "Urgent-1"),
@@ -87,7 +93,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
         {"name": "low", "time_limit": 1860, "metrics_port": 9814}]}, "overlap"),
     ("celery_worker", {"celery_worker_pools": [
         {"name": "default", "time_limit": "long", "metrics_port": 9813}]}, "time_limit"),
+    ("celery_beat", {"celery_beat_scheduler": "django --pidfile=/tmp/beat.pid"},
+     "celery_beat_scheduler"),
+    ("celery_beat", {"celery_beat_app": "proj"}, "celery_beat_app is no longer read"),
     ("flower", {}, "flower_basic_auth_password"),
+    ("flower", {"flower_basic_auth_password": "long-enough-secret", "flower_app": "proj"},
+     "flower_app is no longer read"),
     ("flower", {"flower_basic_auth_password": "long-enough-secret",
                 "flower_address": "0.0.0.0"}, "flower_address"),  # noqa: S104 - refused
     ("flower", {"flower_basic_auth_password": "long-enough-secret", "flower_port": "http"},
@@ -151,6 +162,17 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
 ]  # fmt: skip
 
 
+def fake_wheelhouse(tmp_path: Path, *wheels: str) -> Path:
+    """A wheelhouse as the celery_app preflight sees it: requirements.txt and wheel files
+    (empty: only their names are read) for worker_app, flower and ``wheels``."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir(exist_ok=True)
+    (wheelhouse / "requirements.txt").write_text("celery==5.7.0\n")
+    for name in ("worker_app-0.1.0-py3-none-any.whl", "flower-2.2.0-py2.py3-none-any.whl", *wheels):
+        (wheelhouse / name).write_bytes(b"")
+    return wheelhouse
+
+
 BAD_IDS = [f"{role}-{message}-{n}" for n, (role, _, message) in enumerate(BAD_INPUTS)]
 
 
@@ -163,9 +185,7 @@ def test_bad_input_fails_fast_with_the_variable_named(
     play = {"name": "bad input", "hosts": "localhost", "gather_facts": False,
             "roles": [{"role": role}]}  # fmt: skip
     playbook.write_text(yaml.safe_dump([play]))
-    wheelhouse = tmp_path / "wheelhouse"
-    wheelhouse.mkdir()
-    (wheelhouse / "requirements.txt").write_text("celery==5.7.0\n")
+    wheelhouse = fake_wheelhouse(tmp_path)
     variables = {k: str(wheelhouse) if v == "@wheelhouse" else v for k, v in variables.items()}
     extra = tmp_path / "vars.yml"
     extra.write_text(yaml.safe_dump(variables))

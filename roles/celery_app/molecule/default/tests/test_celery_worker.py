@@ -1,4 +1,5 @@
-"""Verifiers for the celery_worker role: real workers consuming their own queues."""
+"""Verifiers for the celery_worker role: real workers of the host's app (the bundled one, or
+the Django project's) consuming their own queues."""
 
 import json
 import os
@@ -15,6 +16,7 @@ WITH_ENV = "set -a && . /etc/worker-app/worker.env && set +a && "
 # The side effect took `reports` off the hosts (its catalogue entry stays).
 NODES = ("critical-0", "high-0", "default-0", "default-1", "low-0")
 QUEUES = ("critical", "high", "default", "low")
+# The bundled app's host: a task of worker_app.examples on each queue records its node.
 PROBE = r"""
 import json, sys, time, uuid
 import redis
@@ -33,6 +35,32 @@ while len(ran) < len(tokens) and time.time() < deadline:
     time.sleep(0.2)
 print(json.dumps(ran))
 """
+# The Django project's host: the project's own task (orders.fulfil_order) on each queue, for an
+# order of its own; the order records the node that fulfilled it in the project's database.
+PROBE_DJANGO = r"""
+import json, sys, time, uuid
+import django
+django.setup()
+from orders.models import Order
+from proj.celery import app
+orders = {
+    q: Order.objects.create(customer="molecule", sku=f"probe-{uuid.uuid4().hex[:8]}",
+                            shipping_address="1 Probe Street")
+    for q in sys.argv[1].split(",")
+}
+for queue, order in orders.items():
+    app.send_task("orders.fulfil_order", args=[order.pk], queue=queue)
+ran = {}
+deadline = time.time() + 60
+while len(ran) < len(orders) and time.time() < deadline:
+    for queue, order in orders.items():
+        order.refresh_from_db()
+        if order.fulfilled_by:
+            node = order.fulfilled_by
+            ran[queue] = f"{node.split('@')[0].rsplit('-', 1)[0]} {node}"
+    time.sleep(0.2)
+print(json.dumps(ran))
+"""
 
 
 def in_env(host, command):
@@ -40,9 +68,11 @@ def in_env(host, command):
 
 
 def wait_for_nodes(host):
+    # The host's app (WORKER_APP_CELERY_APP from the environment file).
+    ping = f'{VENV}/bin/celery -A "$WORKER_APP_CELERY_APP" inspect ping -t 5'
     out = ""
     for _ in range(30):
-        out = in_env(host, f"{VENV}/bin/celery -A worker_app inspect ping -t 5").stdout
+        out = in_env(host, ping).stdout
         if all(f"{node}@" in out for node in NODES):
             return out
         time.sleep(2)
@@ -62,10 +92,11 @@ def test_workers_run_as_the_service_user(host):
     assert user.shell == "/usr/sbin/nologin"
 
 
-def test_each_pool_consumes_only_its_own_queue(host):
+def test_each_pool_consumes_only_its_own_queue(host, app_module, as_service_user):
     wait_for_nodes(host)
-    host.run_expect([0], f"cat > /tmp/probe.py <<'PY'\n{PROBE}\nPY")
-    out = in_env(host, f"{VENV}/bin/python /tmp/probe.py {','.join(QUEUES)}")
+    probe = PROBE_DJANGO if app_module == "proj" else PROBE
+    host.run_expect([0], f"cat > /tmp/probe.py <<'PY'\n{probe}\nPY")
+    out = as_service_user(f"{VENV}/bin/python /tmp/probe.py {','.join(QUEUES)}")
     assert out.rc == 0, out.stderr
     ran = json.loads(out.stdout)
     assert set(ran) == set(QUEUES)
@@ -82,27 +113,11 @@ def test_metrics_endpoints_answer(host):
         assert "celery_worker_up" in body, port
 
 
-def test_environment_file_is_private(host):  # celery_app
-    env = host.file("/etc/worker-app/worker.env")
-    assert (env.user, env.group, env.mode) == ("root", "celery", 0o640)
-    assert env.contains("CELERY_BROKER_URL=")
-
-
 def test_supervisor_waits_longer_than_the_time_limit(host):
     conf = host.file("/etc/supervisor/conf.d/celery-low.conf").content_string
     assert "stopwaitsecs=1890" in conf
     assert "killasgroup=true" in conf
     assert "--hostname low-%(process_num)d@%%h" in conf
-
-
-def test_the_catalogue_is_installed_and_named_in_the_environment(host):  # celery_app
-    catalogue = host.file("/etc/worker-app/pools.yml")
-    assert (catalogue.user, catalogue.group, catalogue.mode) == ("root", "celery", 0o640)
-    assert host.file("/etc/worker-app/worker.env").contains(
-        "^WORKER_APP_POOLS_FILE=/etc/worker-app/pools.yml$"
-    )
-    shown = json.loads(in_env(host, f"{VENV}/bin/worker-app pools --json").stdout)
-    assert [pool["name"] for pool in shown["pools"]][-1] == "reports"
 
 
 def program_pids(status):

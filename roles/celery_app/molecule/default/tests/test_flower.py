@@ -44,8 +44,10 @@ def test_binds_only_the_configured_address(host):
     assert [a for a in listening if a.endswith(":5555")] == ["127.0.0.1:5555"]
 
 
-def test_runs_as_service_user_with_private_state(host):
-    lines = host.check_output("ps -eo user:20,args | grep '[w]orker_app flower'").splitlines()
+def test_runs_as_service_user_with_private_state(host, app_module):
+    # The host's app: `celery -A <celery_app_module> flower`.
+    lines = host.check_output(f"ps -eo user:20,args | grep '[c]elery -A {app_module} flower'")
+    lines = lines.splitlines()
     rows = [line for line in lines if "/bin/sh" not in line]
     assert [row.split()[0] for row in rows] == ["celery"]
     state = host.file("/var/lib/flower")
