@@ -9,8 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def pins(path: Path) -> dict[str, str]:
     found = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
             found[name.split("[")[0].strip().lower()] = version.split(";")[0].strip()
