@@ -248,9 +248,17 @@ def retryable(task: BaseTask, exc: BaseException) -> bool:
     return isinstance(exc, task.retry_on) and not isinstance(exc, task.non_retryable)
 
 
+#: Shortest retry delay. Celery publishes a retry before it stores the failed run's RETRY
+#: state, and the result backend's "never overwrite SUCCESS" check is read-then-write: a retry
+#: that runs and succeeds within milliseconds can have its SUCCESS overwritten by RETRY, and
+#: the result never becomes ready (seen in `make integration` with a 8 ms draw).
+MIN_RETRY_DELAY = 0.25
+
+
 class RetryStep(Step):
     """A ``retry_on`` error (not ``non_retryable``) is retried while retries remain, after a
-    delay drawn from ``[0, min(backoff_max, backoff_first * 2**retries)]`` (full jitter)."""
+    delay drawn from ``[0, min(backoff_max, backoff_first * 2**retries)]`` (full jitter), at
+    least ``MIN_RETRY_DELAY``."""
 
     def after_failure(self, call: Call, exc: Exception) -> None:
         task = call.task
@@ -263,7 +271,7 @@ class RetryStep(Step):
     def _retry(task: BaseTask, exc: Exception) -> Any:
         request = task.request
         ceiling = min(task.backoff_max, task.settings.max_countdown)
-        countdown = full_jitter(request.retries, task.backoff_first, ceiling)
+        countdown = max(MIN_RETRY_DELAY, full_jitter(request.retries, task.backoff_first, ceiling))
         logger.warning(
             "retrying %s[%s] in %.3fs (retry %d of %s) after %s: %s",
             task.name,

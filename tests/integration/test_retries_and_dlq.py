@@ -15,6 +15,7 @@ from tests.support.workers import WorkerProcess
 from worker_app.backoff import backoff_ceiling
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
 from worker_app.examples import fix_upstream
+from worker_app.policies import MIN_RETRY_DELAY
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +51,13 @@ def test_transient_failure_then_success_with_backoff(
     assert result.get(timeout=60) == "ok after 3 retries"
     assert records(state, f"attempts:{token}") == ["0", "1", "2", "3"]
     # Each retry announced a countdown within the backoff ceiling (base 0.2 s,
-    # doubling), and the next attempt did not start before it was due.
+    # doubling) and not below the floor, and the next attempt did not start before it was due.
     retries = [line for line in _log_lines(default_worker, result.id) if "retry_countdown" in line]
     assert [line["retry_number"] for line in retries] == [1, 2, 3]
     times = record_times(state, f"attempts:{token}")
     for n, line in enumerate(retries):
-        assert 0 <= line["retry_countdown"] <= backoff_ceiling(n, 0.2, 600)
+        ceiling = max(MIN_RETRY_DELAY, backoff_ceiling(n, 0.2, 600))
+        assert MIN_RETRY_DELAY <= line["retry_countdown"] <= ceiling
         assert times[n + 1] - times[n] >= line["retry_countdown"] - 0.05
         assert line["task_id"] == result.id
         assert line["task_name"] == "examples.flaky"
