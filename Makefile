@@ -27,7 +27,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        rules unit integration test-fast molecule molecule-all test chaos chaos-quick bench up down clean ps logs demo dlq alerts images e2e clean-wheels \
+        rules unit integration test-fast molecule molecule-all test chaos chaos-quick bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
         deploy check rolling-deploy secrets rehearse rehearse-staging
 
 help: ## List the targets
@@ -155,6 +155,10 @@ molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every mole
 
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
+
+compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack: make compat MIXIN_DIR=dir
+	@test -n "$(MIXIN_DIR)" || { echo "usage: make compat MIXIN_DIR=<celery-mixin's rendered dashboards and alerts>" >&2; exit 2; }
+	MIXIN_DIR="$(abspath $(MIXIN_DIR))" $(PYTEST) tests/compat
 
 test: test-fast chaos-quick molecule-all e2e rehearse-staging ## Everything CI proves
 

@@ -39,6 +39,10 @@ EXPORTER = "exporter:9808"
 REDIS_EXPORTER = "redis-exporter:9121"
 FLOWER = "flower:5555"
 ALERTMANAGER = "alertmanager:9093"
+# The worker nodes' and the broker exporter's series share job="celery" (as one celery-exporter's
+# do); `component` tells them apart. The same labels as the role's wiring.yml (tests/roles).
+CELERY_WORKER_LABELS = {"job": "celery", "component": "worker"}
+CELERY_EXPORTER_LABELS = {"job": "celery", "component": "exporter"}
 
 
 def worker_service_name(pool: str) -> str:
@@ -81,7 +85,11 @@ def prometheus_config(catalogue: Catalogue) -> dict[str, Any]:
     workers = [
         {
             "targets": [f"{worker_service_name(pool.name)}:{pool.metrics_port}"],
-            "labels": {"pool": pool.name, "host": worker_service_name(pool.name)},
+            "labels": {
+                **CELERY_WORKER_LABELS,
+                "pool": pool.name,
+                "host": worker_service_name(pool.name),
+            },
         }
         for pool in catalogue.pools
     ]
@@ -90,9 +98,9 @@ def prometheus_config(catalogue: Catalogue) -> dict[str, Any]:
         "rule_files": ["/etc/prometheus/rules/*.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [ALERTMANAGER]}]}]},
         "scrape_configs": [
+            # Two scrape pools, one job label (as the Prometheus role's wiring.yml).
             {"job_name": "celery-workers", "static_configs": workers},
-            # The bundle's broker exporter keeps the job name dashboards know it by.
-            job("celery-exporter", EXPORTER),
+            job("celery-exporter", EXPORTER, **CELERY_EXPORTER_LABELS),
             job("flower", FLOWER, host="flower"),
             job("redis", REDIS_EXPORTER, host="redis"),
             job("prometheus", "127.0.0.1:9090", host="prometheus"),

@@ -187,10 +187,12 @@ def alerting(
                 {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [
                 {"job_name": "celery-workers", "static_configs": [
-                    {"targets": [f"127.0.0.1:{worker_ports[pool]}"], "labels": {"pool": pool}}
+                    {"targets": [f"127.0.0.1:{worker_ports[pool]}"],
+                     "labels": {"job": "celery", "component": "worker", "pool": pool}}
                     for pool in POOLS]},
                 {"job_name": "celery-exporter",
-                 "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]},
+                 "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"],
+                                     "labels": {"job": "celery", "component": "exporter"}}]},
                 {"job_name": "redis",
                  "static_configs": [{"targets": [f"127.0.0.1:{redis_exporter_port}"]}]},
             ],
@@ -330,7 +332,7 @@ def test_the_fifth_pool_is_consumed_scraped_exported_and_alerted_on(
     client_app.send_task("examples.record", args=[probe], queue="reports")
     ran = wait_until(lambda: records(state, f"ran:{probe}"), timeout=60, what="the reports task")
     assert ran[0].split() == ["reports", "reports@alerts"]
-    up = query('up{job="celery-workers", pool="reports"}')
+    up = query('up{job="celery", component="worker", pool="reports"}')
     assert [float(r["value"][1]) for r in up] == [1.0]
     # The exporter serves its queue and the catalogue's SLO for it.
     assert wait_until(lambda: query('celery_queue_length{queue_name="reports"}'), timeout=30,

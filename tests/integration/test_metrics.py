@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -82,7 +85,15 @@ def test_counters_equal_the_truth_under_prefork(
     # Queue wait: one observation per start.
     assert total(text, "celery_task_queue_wait_seconds_count") == ok + bad + flaky * 3
     assert total(text, "celery_task_runtime_count") == ok + bad + flaky * 3
-    assert total(text, "celery_worker_up") == 1
+    # The broker exporter reports celery_worker_up (from heartbeats), not the node itself.
+    assert "celery_worker_up" not in text
+    # Outcomes that did not happen read 0 (as celery-exporter's do), on the task's labels.
+    for counter in ("revoked", "rejected", "retried"):
+        assert re.search(
+            rf'^celery_task_{counter}_total{{[^}}]*name="examples.record"[^}}]*}} 0\.0$', text, re.M
+        ), counter
+    hosts = set(re.findall(r'^celery_task_received_total{[^}]*hostname="([^"]*)"', text, re.M))
+    assert hosts and all("@" not in h for h in hosts), hosts  # the node's host part
     assert total(text, "worker_app_worker_pool_processes") == 3
     assert promtool_check(text) == ""
 
@@ -180,6 +191,53 @@ def test_exporter_counts_sent_tasks_from_events(exporter: str, client_app: Any) 
         what="three task-sent events",
     )
     time.sleep(0.2)
+
+
+def test_exporter_reports_every_node_up_and_then_down_and_its_queues_consumers(
+    start_pool_worker: StartWorker, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """celery_worker_up comes from the heartbeats: 1 while a node lives, 0 (not gone) after a
+    warm shutdown (worker-offline) or a SIGKILL (silence past --worker-timeout); consumers per
+    queue from the nodes' answers."""
+    port = free_port()
+    exporter_proc = start_worker(
+        ["worker_app.cli", "exporter", "--port", str(port), "--worker-timeout", "5",
+         "--inspect-interval", "1"],
+        worker_env, tmp_path / "exporter.log", ready_text="exporter on http://",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def up(node: str) -> float | None:
+        values = [
+            v for labels, v in series(scrape(url), "celery_worker_up") if labels["node"] == node
+        ]
+        return values[0] if values else None
+
+    try:
+        warm = start_pool_worker("low", "--concurrency", "2", node="low@compat-warm")
+        killed = start_pool_worker("low", "--concurrency", "1", node="low@compat-killed")
+        wait_until(lambda: up("low@compat-warm") == up("low@compat-killed") == 1.0,
+                   timeout=30, what="both nodes up")  # fmt: skip
+        labels = {lb["node"]: lb["hostname"] for lb, _v in series(scrape(url), "celery_worker_up")}
+        assert labels["low@compat-warm"] == "compat-warm"  # the host part, as celery-exporter's
+
+        def consumers() -> tuple[float, float, float]:
+            text = scrape(url)
+            return (total(text, "celery_active_worker_count", queue_name="low"),
+                    total(text, "celery_active_consumer_count", queue_name="low"),
+                    total(text, "celery_active_process_count", queue_name="low"))  # fmt: skip
+
+        wait_until(lambda: consumers() == (2.0, 2.0, 3.0), timeout=30, what="two consumers of low")
+        warm.stop()
+        wait_until(lambda: up("low@compat-warm") == 0.0, timeout=10, what="worker-offline → 0")
+        assert up("low@compat-killed") == 1.0
+        os.killpg(killed.process.pid, signal.SIGKILL)
+        killed.process.wait()
+        wait_until(lambda: up("low@compat-killed") == 0.0, timeout=20, what="silence → 0")
+        assert up("low@compat-warm") == 0.0  # still there, at 0: "down", not "unknown"
+        wait_until(lambda: consumers() == (0.0, 0.0, 0.0), timeout=10, what="no consumers left")
+    finally:
+        exporter_proc.stop()
 
 
 def _json_lines(worker: WorkerProcess) -> list[dict[str, Any]]:

@@ -67,14 +67,17 @@ def test_prometheus_has_every_target_up_and_our_rules(rehearsal: Rehearsal) -> N
 
     up = wait_until(targets, timeout=120, interval=2, what="every target up")
     by_job: dict[str, list[str]] = {}
-    for target in up:
-        by_job.setdefault(target["labels"]["job"], []).append(target["labels"].get("host", ""))
+    for target in up:  # by scrape pool: the Celery ones share the job label "celery"
+        by_job.setdefault(target["scrapePool"], []).append(target["labels"].get("host", ""))
     hosts = sorted(rehearsal.data["_meta"]["hostvars"])
     assert sorted(by_job["node"]) == hosts
     assert sorted(by_job["redis"]) == rehearsal.group("redis")
     assert sorted(by_job["flower"]) == rehearsal.group("flower")
     assert len(by_job["celery-exporter"]) == 1
-    workers = [t for t in up if t["labels"]["job"] == "celery-workers"]
+    celery = [t for t in up if t["scrapePool"] in ("celery-workers", "celery-exporter")]
+    assert {(t["labels"]["job"], t["labels"]["component"]) for t in celery} == {
+        ("celery", "worker"), ("celery", "exporter")}  # fmt: skip
+    workers = [t for t in up if t["scrapePool"] == "celery-workers"]
     for pool in rehearsal.pools:
         assert sorted(
             t["labels"]["host"] for t in workers if t["labels"]["pool"] == pool["name"]

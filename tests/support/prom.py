@@ -36,12 +36,29 @@ def series(text: str, sample: str) -> list[tuple[dict[str, str], float]]:
     ]
 
 
+# celery-exporter's names, kept for its dashboards although promtool frowns on their suffix.
+CELERY_EXPORTER_NAMES = (
+    "celery_active_consumer_count",
+    "celery_active_process_count",
+    "celery_active_worker_count",
+)
+
+
 def promtool_check(text: str) -> str:
-    """Run ``promtool check metrics`` on ``text``; return its complaints (empty if clean)."""
+    """Run ``promtool check metrics`` on ``text``; return its complaints (empty if clean),
+    but for the ``_count`` suffix of celery-exporter's gauges (``CELERY_EXPORTER_NAMES``)."""
     promtool = shutil.which("promtool")
     if promtool is None:
         raise RuntimeError("promtool is missing: apt-get install prometheus (.ci/run does)")
     proc = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )
-    return (proc.stdout + proc.stderr).strip() if proc.returncode else ""
+    complaints = [
+        line
+        for line in (proc.stdout + proc.stderr).strip().splitlines()
+        if not any(
+            line.startswith(f"{name} non-histogram and non-summary metrics should not have")
+            for name in CELERY_EXPORTER_NAMES
+        )
+    ]
+    return "\n".join(complaints)

@@ -24,13 +24,45 @@ from worker_app.cli.app_option import app_option, cli_app
     help="Split unacked messages by queue only while there are at most this many.",
 )
 @click.option(
-    "--events/--no-events", default=True, show_default=True, help="Count task-sent events."
+    "--events/--no-events",
+    default=True,
+    show_default=True,
+    help="Follow Celery's event stream: task-sent counts and every worker node's liveness.",
+)
+@click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a node's celery_worker_up turns 0.",
+)
+@click.option(
+    "--forget-worker-after",
+    type=click.FloatRange(min=0),
+    default=86_400.0,
+    show_default=True,
+    help="Seconds after which a silent node is dropped from celery_worker_up (0: never).",
+)
+@click.option(
+    "--inspect-interval",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between asking the workers which queues they consume (0: never).",
 )
 def exporter(
-    port: int, address: str, extra_queues: tuple[str, ...], unacked_scan_limit: int, events: bool
+    port: int,
+    address: str,
+    extra_queues: tuple[str, ...],
+    unacked_scan_limit: int,
+    events: bool,
+    worker_timeout: float,
+    forget_worker_after: float,
+    inspect_interval: float,
 ) -> None:
-    """Serve broker-side metrics: queue lengths per priority, unacked, DLQ, and the pool
-    catalogue (pools, their queues and wait SLOs) for the alert rules."""
+    """Serve broker-side metrics: queue lengths per priority, unacked, DLQ, worker nodes up,
+    consumers per queue, and the pool catalogue (pools, their queues and wait SLOs) for the
+    alert rules."""
     # This process keeps its own registry: never the workers' multiprocess mode.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from prometheus_client import disable_created_metrics, start_http_server  # noqa: PLC0415
@@ -44,6 +76,7 @@ def exporter(
     from worker_app.dlq.writer import store_for  # noqa: PLC0415
     from worker_app.metrics.exporter import (  # noqa: PLC0415
         QueueLayout,
+        WorkerWatch,
         build_registry,
         queues_with_extra,
     )
@@ -61,7 +94,7 @@ def exporter(
         layout,
         store_for(settings),
         unacked_scan_limit,
-        events,
+        WorkerWatch(events, worker_timeout, forget_worker_after, inspect_interval),
         catalogue,
     )
     start_http_server(port, addr=address, registry=registry)

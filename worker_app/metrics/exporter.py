@@ -5,8 +5,10 @@ One pipelined round trip per scrape reads every queue at every priority step
 messages themselves (to split them by queue and to count ETA/countdown tasks,
 which on Redis wait there, reserved by a worker) are scanned only while there
 are at most ``unacked_scan_limit`` of them, so a scrape's cost stays bounded.
-Task-sent counts come from Celery's ``task-sent`` events (producers send them
-with ``task_send_sent_event``), consumed by a background thread.
+Task-sent counts and the worker nodes' liveness come from Celery's event
+stream (``task-sent`` from producers with ``task_send_sent_event``, the
+workers' heartbeats), consumed by a background thread; the consumers of each
+queue from Celery's remote control, asked by another thread.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery.utils.nodenames import nodesplit
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -229,11 +232,30 @@ class CatalogueCollector(Collector):
         yield slo
 
 
-class SentEventCounter:
-    """Counts Celery ``task-sent`` events by task name and queue, in a thread."""
+class EventMonitor:
+    """Celery's event stream, consumed in a thread: ``task-sent`` counts by task and queue,
+    and every worker node's liveness from its ``worker-online``/``worker-heartbeat``/
+    ``worker-offline`` events (Celery sends heartbeats every 2 s unless a worker runs
+    ``--without-heartbeat``).
 
-    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+    ``celery_worker_up{hostname, node}`` is 1 while a node's heartbeats arrive, and 0 once it
+    said goodbye (``worker-offline``) or stayed silent for ``worker_timeout`` seconds — so
+    "worker down" is a series at 0, not a series that vanished with its worker. A node silent
+    for ``forget_after`` seconds (0: never) is dropped. Liveness is judged on this process's
+    clock (when the event arrived), so the hosts' clocks do not matter."""
+
+    def __init__(
+        self,
+        app: Any,
+        registry: CollectorRegistry,
+        worker_timeout: float = 30.0,
+        forget_after: float = 86_400.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
+        self.worker_timeout = worker_timeout
+        self.forget_after = forget_after
+        self.clock = clock
         self.sent = Counter(
             "celery_task_sent",
             "Tasks published (from the producers' task-sent events).",
@@ -241,12 +263,47 @@ class SentEventCounter:
             registry=registry,
         )
         self.connected = threading.Event()
+        self._lock = threading.Lock()
+        # node -> (last event's arrival on self.clock, said goodbye)
+        self._nodes: dict[str, tuple[float, bool]] = {}
+        registry.register(_WorkerUpCollector(self))
 
-    def _on_sent(self, event: dict[str, Any]) -> None:
+    def on_sent(self, event: dict[str, Any]) -> None:
+        """Count one ``task-sent`` event."""
         self.sent.labels(
             str(event.get("name") or "unknown"),
             str(event.get("queue") or event.get("routing_key") or "unknown"),
         ).inc()
+
+    def on_worker(self, event: dict[str, Any]) -> None:
+        """Record one worker event (online, heartbeat or offline)."""
+        node = event.get("hostname")
+        if not node:
+            return
+        with self._lock:
+            self._nodes[str(node)] = (self.clock(), event.get("type") == "worker-offline")
+
+    def workers(self) -> dict[str, bool]:
+        """Every node still remembered, and whether it is up now."""
+        now = self.clock()
+        alive: dict[str, bool] = {}
+        with self._lock:
+            for node, (seen, gone) in list(self._nodes.items()):
+                silent = now - seen
+                if self.forget_after and silent > self.forget_after:
+                    del self._nodes[node]
+                    continue
+                alive[node] = not gone and silent <= self.worker_timeout
+        return alive
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
+        """The event handlers, by event type."""
+        return {
+            "task-sent": self.on_sent,
+            "worker-online": self.on_worker,
+            "worker-heartbeat": self.on_worker,
+            "worker-offline": self.on_worker,
+        }
 
     def run(self) -> None:
         """Consume events forever, reconnecting with backoff."""
@@ -254,7 +311,7 @@ class SentEventCounter:
         while True:
             try:
                 with self.app.connection_for_read() as conn:
-                    receiver = self.app.events.Receiver(conn, handlers={"task-sent": self._on_sent})
+                    receiver = self.app.events.Receiver(conn, handlers=self.handlers())
                     self.connected.set()
                     delay = 1.0
                     receiver.capture(limit=None, timeout=None, wakeup=False)
@@ -266,9 +323,96 @@ class SentEventCounter:
 
     def start(self) -> threading.Thread:
         """Run in a daemon thread."""
-        thread = threading.Thread(target=self.run, name="task-sent-events", daemon=True)
+        thread = threading.Thread(target=self.run, name="celery-events", daemon=True)
         thread.start()
         return thread
+
+
+class _WorkerUpCollector(Collector):
+    def __init__(self, monitor: EventMonitor) -> None:
+        self.monitor = monitor
+
+    def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily(
+            "celery_worker_up",
+            "1 while the worker node sends heartbeats, 0 once it went offline or silent.",
+            labels=["hostname", "node"],
+        )
+        for node, alive in sorted(self.monitor.workers().items()):
+            up.add_metric([nodesplit(node)[1], node], 1.0 if alive else 0.0)
+        yield up
+
+
+class ConsumerCounts(Collector):
+    """Per queue, the live worker nodes consuming it and their pool processes, from Celery's
+    remote control (``active_queues`` and ``stats`` broadcasts), refreshed in a thread every
+    ``interval`` seconds so a scrape never waits for the replies. On Redis each node consuming
+    a queue is one consumer of it, so the consumer count equals the worker count."""
+
+    def __init__(self, app: Any, queues: Sequence[str], interval: float, timeout: float = 1.0):
+        self.app = app
+        self.queues = tuple(queues)
+        self.interval = interval
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._workers: dict[str, int] = dict.fromkeys(self.queues, 0)
+        self._processes: dict[str, int] = dict.fromkeys(self.queues, 0)
+
+    def refresh(self) -> None:
+        """Ask the live nodes which queues they consume and how many processes they run."""
+        inspect = self.app.control.inspect(timeout=self.timeout)
+        queues = inspect.active_queues() or {}
+        stats = inspect.stats() or {}
+        workers: dict[str, int] = dict.fromkeys(self.queues, 0)
+        processes: dict[str, int] = dict.fromkeys(self.queues, 0)
+        for node, consumed in queues.items():
+            pool = (stats.get(node) or {}).get("pool") or {}
+            size = len(pool.get("processes") or []) or int(pool.get("max-concurrency") or 0)
+            for queue in {str(q.get("name")) for q in consumed or [] if q.get("name")}:
+                workers[queue] = workers.get(queue, 0) + 1
+                processes[queue] = processes.get(queue, 0) + size
+        with self._lock:
+            self._workers, self._processes = workers, processes
+
+    def run(self) -> None:
+        """Refresh forever."""
+        while True:
+            try:
+                self.refresh()
+            except Exception as exc:
+                logger.warning("could not ask the workers for their queues: %s", exc)
+            time.sleep(self.interval)
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread."""
+        thread = threading.Thread(target=self.run, name="consumer-counts", daemon=True)
+        thread.start()
+        return thread
+
+    def collect(self) -> Iterator[Any]:
+        """The last counts (0 for every watched queue until a node answers)."""
+        with self._lock:
+            workers, processes = dict(self._workers), dict(self._processes)
+        families = (
+            ("celery_active_worker_count", "Live worker nodes consuming the queue.", workers),
+            ("celery_active_consumer_count", "Consumers of the queue (one per node).", workers),
+            ("celery_active_process_count", "Pool processes of those nodes.", processes),
+        )
+        for name, text, values in families:
+            family = GaugeMetricFamily(name, text, labels=["queue_name"])
+            for queue in sorted(values):
+                family.add_metric([queue], float(values[queue]))
+            yield family
+
+
+@dataclass(frozen=True)
+class WorkerWatch:
+    """How the exporter follows the worker nodes (``--worker-timeout`` and friends)."""
+
+    events: bool = True
+    worker_timeout: float = 30.0
+    forget_after: float = 86_400.0
+    inspect_interval: float = 30.0
 
 
 def build_registry(
@@ -277,17 +421,21 @@ def build_registry(
     layout: QueueLayout,
     dlq: DeadLetterStore,
     unacked_scan_limit: int,
-    events: bool,
+    watch: WorkerWatch,
     catalogue: Catalogue | None = None,
 ) -> tuple[CollectorRegistry, BrokerCollector]:
-    """The exporter's registry (its own, never multiprocess)."""
+    """The exporter's registry (its own, never multiprocess), its threads started."""
     registry = CollectorRegistry()
     collector = BrokerCollector(client, layout, dlq, unacked_scan_limit)
     registry.register(collector)
     if catalogue is not None:
         registry.register(CatalogueCollector(catalogue))
-    if events:
-        SentEventCounter(app, registry).start()
+    if watch.events:
+        EventMonitor(app, registry, watch.worker_timeout, watch.forget_after).start()
+    if watch.inspect_interval:
+        counts = ConsumerCounts(app, layout.queues, watch.inspect_interval)
+        registry.register(counts)
+        counts.start()
     return registry, collector
 
 

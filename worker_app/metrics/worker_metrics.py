@@ -2,7 +2,10 @@
 
 Import only after ``PROMETHEUS_MULTIPROC_DIR`` is set (see ``worker_server``):
 every prefork child then writes its own value files and the node's endpoint
-sums them. Names follow celery-exporter where the meaning is the same.
+sums them. Names and labels follow celery-exporter where the meaning is the same:
+``hostname`` is the host part of the node name (``default@web-1`` → ``web-1``; the scrape
+target's ``instance`` and ``pool`` labels tell two nodes of one host apart), and the first
+message of a task name and queue creates its outcome counters at 0, so "none yet" reads 0.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from typing import Any
 
 from celery import signals
+from celery.utils.nodenames import nodesplit
 from prometheus_client import Counter, Gauge, Histogram
 
 from worker_app import events
@@ -119,8 +123,13 @@ def _queue(request: Any) -> str:
     return str(delivery.get("routing_key") or "unknown")
 
 
+def host_of(node: str | None) -> str:
+    """The host part of a Celery node name, as celery-exporter labels it."""
+    return nodesplit(node)[1] if node else "unknown"
+
+
 def _hostname(request: Any) -> str:
-    return str(getattr(request, "hostname", None) or "unknown")
+    return host_of(getattr(request, "hostname", None))
 
 
 def _labels(task: Any) -> tuple[str, str, str]:
@@ -141,8 +150,14 @@ def _eta_timestamp(request: Any) -> float | None:
 
 
 def _on_received(request: Any = None, **_: Any) -> None:
-    if request is not None:
-        received.labels(request.name, _hostname(request), _queue(request)).inc()
+    if request is None:
+        return
+    labels = (str(request.name), _hostname(request), _queue(request))
+    received.labels(*labels).inc()
+    # Outcomes that have not happened yet read 0, not "no data" (as celery-exporter's do).
+    for counter in (started, succeeded, retried, rejected, revoked):
+        counter.labels(*labels)
+    failed.labels(*labels, "")
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
@@ -191,12 +206,16 @@ def _on_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
         retried.labels(sender.name, _hostname(request), _queue(request)).inc()
 
 
-def _on_rejected(message: Any = None, **_: Any) -> None:
+def _on_rejected(
+    sender: Any = None, message: Any = None, name: str | None = None, **_: Any
+) -> None:
+    """A message the worker refused: not a task, undecodable, or (``task_unknown``, which
+    passes ``name``) a task of no known name."""
     headers = getattr(message, "headers", None) or {}
     delivery = getattr(message, "delivery_info", None) or {}
     rejected.labels(
-        str(headers.get("task") or "unknown"),
-        "unknown",
+        str(name or headers.get("task") or "unknown"),
+        host_of(getattr(sender, "hostname", None)),  # the worker's consumer sends it
         str(delivery.get("routing_key") or "unknown"),
     ).inc()
 
@@ -209,7 +228,7 @@ def _on_revoked(request: Any = None, **_: Any) -> None:
 def _on_time_limit(
     sender: Any = None, hard: bool = False, hostname: str | None = None, **_: Any
 ) -> None:
-    time_limit_hits.labels(str(sender), hostname or "unknown", "hard" if hard else "soft").inc()
+    time_limit_hits.labels(str(sender), host_of(hostname), "hard" if hard else "soft").inc()
 
 
 def _on_breaker(breaker: str = "", state: str = "closed", **_: Any) -> None:
@@ -235,6 +254,7 @@ _HANDLERS = (
     (signals.task_failure, _on_failure),
     (signals.task_retry, _on_retry),
     (signals.task_rejected, _on_rejected),
+    (signals.task_unknown, _on_rejected),
     (signals.task_revoked, _on_revoked),
     (events.time_limit_hit, _on_time_limit),
     (events.breaker_state_changed, _on_breaker),

@@ -70,22 +70,23 @@ def mark_dead_processes(path: Path) -> list[int]:
 
 
 class PoolCollector:
-    """Live state of this node's pool, read in the main process at scrape time."""
+    """Live state of this node's pool, read in the main process at scrape time.
 
-    def __init__(self, hostname: str) -> None:
-        self.hostname = hostname
+    ``celery_worker_up`` is not here: the broker exporter reports it for every node from the
+    workers' heartbeats, so it turns 0 when a node stops instead of vanishing with it (and is
+    not counted twice); Prometheus' own ``up`` says whether this endpoint answers."""
+
+    def __init__(self, node: str) -> None:
+        from worker_app.metrics.worker_metrics import host_of  # noqa: PLC0415
+
+        self.hostname = host_of(node)
 
     def collect(self) -> Iterator[Any]:
-        """worker up, pool size, busy processes, active tasks."""
+        """Pool size, busy processes, active tasks."""
         from celery.worker import state  # noqa: PLC0415
         from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
 
         worker = _worker
-        up = GaugeMetricFamily(
-            "celery_worker_up", "1 while the worker node runs.", labels=["hostname"]
-        )
-        up.add_metric([self.hostname], 1.0)
-        yield up
         size = GaugeMetricFamily(
             "worker_app_worker_pool_processes", "Processes in the pool.", labels=["hostname"]
         )

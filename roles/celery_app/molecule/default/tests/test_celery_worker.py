@@ -110,7 +110,7 @@ def test_metrics_endpoints_answer(host):
     wait_for_nodes(host)
     for port in (9811, 9812, 9813, 9814, 9815):
         body = host.check_output(f"curl -fsS http://127.0.0.1:{port}/metrics")
-        assert "celery_worker_up" in body, port
+        assert "celery_worker_tasks_active" in body, port
 
 
 def test_supervisor_waits_longer_than_the_time_limit(host):
