@@ -117,6 +117,19 @@ def test_eta_delay_is_not_counted_as_queue_wait(
     assert total(text, "celery_task_queue_wait_seconds_sum", name="examples.sleepy") < 1.0
 
 
+def test_a_revoked_task_is_counted(
+    metrics_worker: tuple[WorkerProcess, str], client_app: Any
+) -> None:
+    """Celery's task_revoked passes the request's context (it has no name): counted by task."""
+    _worker, url = metrics_worker
+    before = total(scrape(url), "celery_task_revoked_total", name="examples.sleepy")
+    result = client_app.send_task("examples.sleepy", args=["revoked", 0], queue="default",
+                                  countdown=3)  # fmt: skip
+    client_app.control.revoke(result.id)
+    wait_until(lambda: total(scrape(url), "celery_task_revoked_total", name="examples.sleepy")
+               == before + 1, timeout=30, what="the revoked task counted")  # fmt: skip
+
+
 def test_killed_child_is_not_counted_as_busy(
     metrics_worker: tuple[WorkerProcess, str], client_app: Any, state: redis.Redis
 ) -> None:

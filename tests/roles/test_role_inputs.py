@@ -150,6 +150,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("broker_exporter", {"broker_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
      "broker_exporter_address"),
     ("broker_exporter", {"broker_exporter_events": "sometimes"}, "broker_exporter_events"),
+    ("broker_exporter", {"broker_exporter_forget_worker_after": 10},
+     "broker_exporter_forget_worker_after=10 must be 0 (never) or longer"),
     ("grafana", {}, "grafana_admin_password"),
     ("grafana", {"grafana_admin_password": "admin", "grafana_secret_key": "k" * 40},
      "grafana_admin_password"),

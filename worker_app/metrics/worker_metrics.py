@@ -220,9 +220,12 @@ def _on_rejected(
     ).inc()
 
 
-def _on_revoked(request: Any = None, **_: Any) -> None:
-    if request is not None:
-        revoked.labels(request.name, _hostname(request), _queue(request)).inc()
+def _on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """Celery sends the task as ``sender`` and the request's context (no ``name``)."""
+    if request is None:
+        return
+    name = getattr(sender, "name", None) or getattr(request, "task", None) or "unknown"
+    revoked.labels(str(name), _hostname(request), _queue(request)).inc()
 
 
 def _on_time_limit(
