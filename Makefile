@@ -28,7 +28,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
         rules unit integration test-fast molecule molecule-all test chaos chaos-quick bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
-        deploy check rolling-deploy secrets rehearse rehearse-staging
+        deploy check rolling-deploy secrets rehearse rehearse-staging collection
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -120,6 +120,13 @@ $(EXAMPLE_WHEELS)/.built: $(WHEELS)/.built $(call project_sources,$(EXAMPLE_PROJ
 
 FORCE:
 
+# --- the Ansible collection ----------------------------------------------------------
+# celery_bundle.celery_stack: collection/ (galaxy.yml, meta/, playbooks/) staged with roles/,
+# the version read from pyproject.toml.
+COLLECTION_DIR ?= build/collection
+collection: $(STAMP) ## Build the Ansible collection celery_bundle.celery_stack (tarball in build/collection/)
+	PYTHON=$(BIN)/python tools/build-collection.sh $(COLLECTION_DIR)
+
 # --- checks --------------------------------------------------------------------
 lint: $(STAMP) ## ansible-lint (production), yamllint, ruff, mypy --strict
 	$(BIN)/yamllint --strict .
@@ -158,7 +165,7 @@ e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clea
 
 compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack: make compat MIXIN_DIR=dir
 	@test -n "$(MIXIN_DIR)" || { echo "usage: make compat MIXIN_DIR=<celery-mixin's rendered dashboards and alerts>" >&2; exit 2; }
-	MIXIN_DIR="$(abspath $(MIXIN_DIR))" $(PYTEST) tests/compat
+	MIXIN_DIR="$(abspath $(MIXIN_DIR))" $(PYTEST) -rP tests/compat
 
 test: test-fast chaos-quick molecule-all e2e rehearse-staging ## Everything CI proves
 

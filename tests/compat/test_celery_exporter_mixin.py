@@ -106,7 +106,9 @@ def resolve_variables(stack: Stack, board_name: str) -> dict[str, str]:
         series = _get(stack, "/api/v1/series", **{"match[]": selector}, start=now - 3600, end=now)
         found = sorted({s[label] for s in series if label in s})
         if var.get("includeAll") or var.get("multi"):
-            regex = "(" + "|".join(re.escape(v) for v in found) + ")" if found else ""
+            # Regex-escaped, then escaped again for the PromQL string, as Grafana does.
+            escaped = [re.escape(v).replace("\\", "\\\\") for v in found]
+            regex = "(" + "|".join(escaped) + ")" if found else ""
             values[var["name"]] = var.get("allValue") or regex
         else:
             values[var["name"]] = found[0] if found else ""
