@@ -242,7 +242,9 @@ class EventMonitor:
     said goodbye (``worker-offline``) or stayed silent for ``worker_timeout`` seconds — so
     "worker down" is a series at 0, not a series that vanished with its worker. A node silent
     for ``forget_after`` seconds (0: never) is dropped. Liveness is judged on this process's
-    clock (when the event arrived), so the hosts' clocks do not matter."""
+    clock (when the event arrived), so the hosts' clocks do not matter; while this process has
+    lost the event stream (Redis unreachable) the clock stands still for every node, since
+    silence it cannot hear is not a node going down."""
 
     def __init__(
         self,
@@ -266,6 +268,7 @@ class EventMonitor:
         self._lock = threading.Lock()
         # node -> (last event's arrival on self.clock, said goodbye)
         self._nodes: dict[str, tuple[float, bool]] = {}
+        self._deaf_since: float | None = None  # when the event stream was lost
         registry.register(_WorkerUpCollector(self))
 
     def on_sent(self, event: dict[str, Any]) -> None:
@@ -283,11 +286,26 @@ class EventMonitor:
         with self._lock:
             self._nodes[str(node)] = (self.clock(), event.get("type") == "worker-offline")
 
+    def lost_stream(self) -> None:
+        """The event stream is gone: stop every node's clock until it is back."""
+        with self._lock:
+            if self._deaf_since is None:
+                self._deaf_since = self.clock()
+
+    def regained_stream(self) -> None:
+        """The event stream is back: the time without it does not count as silence."""
+        with self._lock:
+            if self._deaf_since is None:
+                return
+            deaf = self.clock() - self._deaf_since
+            self._nodes = {n: (seen + deaf, gone) for n, (seen, gone) in self._nodes.items()}
+            self._deaf_since = None
+
     def workers(self) -> dict[str, bool]:
         """Every node still remembered, and whether it is up now."""
-        now = self.clock()
         alive: dict[str, bool] = {}
         with self._lock:
+            now = self.clock() if self._deaf_since is None else self._deaf_since
             for node, (seen, gone) in list(self._nodes.items()):
                 silent = now - seen
                 if self.forget_after and silent > self.forget_after:
@@ -312,11 +330,14 @@ class EventMonitor:
             try:
                 with self.app.connection_for_read() as conn:
                     receiver = self.app.events.Receiver(conn, handlers=self.handlers())
+                    conn.ensure_connection(max_retries=1)
+                    self.regained_stream()
                     self.connected.set()
                     delay = 1.0
                     receiver.capture(limit=None, timeout=None, wakeup=False)
             except Exception as exc:
                 self.connected.clear()
+                self.lost_stream()
                 logger.warning("event stream lost (%s); reconnecting in %.0fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
