@@ -163,11 +163,12 @@ molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every mole
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
 
-compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack: make compat MIXIN_DIR=dir
+compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack (a kept one, else its own): make compat MIXIN_DIR=dir
 	@test -n "$(MIXIN_DIR)" || { echo "usage: make compat MIXIN_DIR=<celery-mixin's rendered dashboards and alerts>" >&2; exit 2; }
 	MIXIN_DIR="$(abspath $(MIXIN_DIR))" $(PYTEST) -rP tests/compat
 
-test: test-fast chaos-quick molecule-all e2e rehearse-staging ## Everything CI proves
+# The end-to-end stack last: E2E_KEEP_STACK=1 leaves it up for `make compat` to reuse (.ci/run).
+test: test-fast chaos-quick molecule-all rehearse-staging e2e ## Everything CI proves
 
 chaos: $(STAMP) ## Full chaos run (10,000 tasks, SIGKILLs, Redis restart) + 30 s Redis outage; JSON in chaos-results/
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)

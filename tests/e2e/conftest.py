@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -88,38 +89,75 @@ class Stack:
         return list(json.loads(body)["data"]["result"])
 
 
+PROJECT = "celery-stack-e2e"
+# E2E_KEEP_STACK=1 leaves the stack up after the session, its environment here, for the next
+# session to reuse (make compat after make test in .ci/run: one stack up for both).
+KEPT_DIR = ROOT / "build" / "e2e-stack"
+STACK_KEYS = ("WORKER_APP_POOLS_FILE", "STACK_PROJECT", "STACK_ENV_FILE", "STACK_REDIS_PORT",
+              "STACK_FLOWER_PORT", "STACK_PROMETHEUS_PORT", "STACK_ALERTMANAGER_PORT",
+              "STACK_GRAFANA_PORT")  # fmt: skip
+
+
+def _project_containers(*flags: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-q", *flags, "--filter", f"label=com.docker.compose.project={PROJECT}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.split()
+
+
+def _kept_stack() -> dict[str, str] | None:
+    """The environment of a stack a previous session kept, if it still runs."""
+    saved = KEPT_DIR / "stack.json"
+    if not saved.is_file():
+        return None
+    env = {**os.environ, **json.loads(saved.read_text())}
+    if _project_containers() and Stack(env).run("ps", "--format", "{{.Service}}").strip():
+        return env
+    saved.unlink()
+    return None
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """`make up` in project celery-stack-e2e, with the packaged pool catalogue plus a fifth pool
-    (`reports`, tests/support/catalogue.py); cleaned (down + volumes) afterwards."""
-    workdir = tmp_path_factory.mktemp("stack")
-    pools = catalogue.write(workdir / "pools.yml", catalogue.with_pool())
-    env = {
-        **os.environ,
-        "WORKER_APP_POOLS_FILE": str(pools),
-        "STACK_PROJECT": "celery-stack-e2e",
-        "STACK_ENV_FILE": str(workdir / "e2e.env"),
-        "STACK_REDIS_PORT": str(free_port()),
-        "STACK_FLOWER_PORT": str(free_port()),
-        "STACK_PROMETHEUS_PORT": str(free_port()),
-        "STACK_ALERTMANAGER_PORT": str(free_port()),
-        "STACK_GRAFANA_PORT": str(free_port()),
-    }
-    up = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=1800, check=False)  # fmt: skip
-    assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
-    assert "The Celery stack is up" in up.stdout
+    (`reports`, tests/support/catalogue.py); cleaned (down + volumes) afterwards, unless
+    E2E_KEEP_STACK=1. A stack a previous session kept is used instead of a new one."""
+    keep = os.environ.get("E2E_KEEP_STACK") == "1"
+    env = _kept_stack()
+    if env is None:
+        if keep:
+            shutil.rmtree(KEPT_DIR, ignore_errors=True)
+            KEPT_DIR.mkdir(parents=True)
+            workdir = KEPT_DIR
+        else:
+            workdir = tmp_path_factory.mktemp("stack")
+        pools = catalogue.write(workdir / "pools.yml", catalogue.with_pool())
+        env = {
+            **os.environ,
+            "WORKER_APP_POOLS_FILE": str(pools),
+            "STACK_PROJECT": PROJECT,
+            "STACK_ENV_FILE": str(workdir / "e2e.env"),
+            "STACK_REDIS_PORT": str(free_port()),
+            "STACK_FLOWER_PORT": str(free_port()),
+            "STACK_PROMETHEUS_PORT": str(free_port()),
+            "STACK_ALERTMANAGER_PORT": str(free_port()),
+            "STACK_GRAFANA_PORT": str(free_port()),
+        }
+        up = subprocess.run(["make", "up"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=1800, check=False)  # fmt: skip
+        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
+        assert "The Celery stack is up" in up.stdout
     running = Stack(env)
     try:
         yield running
     finally:
-        running.run("clean")
-        left = subprocess.run(
-            ["docker", "ps", "-aq", "--filter",
-             "label=com.docker.compose.project=celery-stack-e2e"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        assert left.stdout.strip() == "", "containers left behind"
+        if keep and KEPT_DIR.is_dir():
+            (KEPT_DIR / "stack.json").write_text(json.dumps({k: env[k] for k in STACK_KEYS}))
+        else:
+            running.run("clean")
+            (KEPT_DIR / "stack.json").unlink(missing_ok=True)
+            assert _project_containers("-a") == [], "containers left behind"
 
 
 @pytest.fixture(scope="session")
