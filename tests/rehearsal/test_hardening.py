@@ -87,7 +87,7 @@ SERVICES = (
     # checked, the program stays stopped.
     Service("grafana", runs=False),
 )
-ROLES_WITHOUT_A_SERVICE = {"supervisor", "celery_app"}
+ROLES_WITHOUT_A_SERVICE = {"supervisor", "celery_app", "monitoring_export"}
 
 # The rehearsal containers' only foreign socket: Docker's embedded DNS resolver, which Docker
 # opens in the container's network namespace (no process of the host holds it).

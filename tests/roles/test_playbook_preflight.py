@@ -38,7 +38,8 @@ def staging_copy(tmp_path: Path, secrets: dict[str, object]) -> Path:
     return inventory
 
 
-def run(playbook: str, inventory: Path, tmp_path: Path) -> tuple[int, str]:
+def run(playbook: str, inventory: Path, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    """ansible-playbook ansible/``playbook`` on ``inventory``; ``extra``: more arguments."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
@@ -49,7 +50,7 @@ def run(playbook: str, inventory: Path, tmp_path: Path) -> tuple[int, str]:
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
          "--vault-password-file", str(ROOT / "tools" / "vault-password-from-env.sh"),
-         "-e", f"celery_app_wheelhouse_src={wheelhouse}", str(ROOT / "ansible" / playbook)],
+         "-e", f"celery_app_wheelhouse_src={wheelhouse}", *extra, str(ROOT / "ansible" / playbook)],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip
     return proc.returncode, proc.stdout + proc.stderr

@@ -161,6 +161,25 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
                  "grafana_address": "::"}, "grafana_address"),
     ("grafana", {"grafana_admin_password": "a-long-admin-secret", "grafana_secret_key": "k" * 40,
                  "grafana_install": "maybe"}, "grafana_install"),
+    ("monitoring_export", {}, "monitoring_export_name"),
+    ("monitoring_export", {"monitoring_export_name": "celery_stack"}, "monitoring_export_name"),
+    ("monitoring_export", {"monitoring_export_name": "app",
+                           "monitoring_export_rules_dir": "etc/prometheus/rules"},
+     "monitoring_export_rules_dir"),
+    ("monitoring_export", {"monitoring_export_name": "app", "monitoring_export_mode": "rw-r--r--"},
+     "monitoring_export_mode"),
+    ("monitoring_export", {"monitoring_export_name": "app",
+                           "monitoring_export_rules_suffix": "rules"},
+     "monitoring_export_rules_suffix"),
+    ("monitoring_export", {"monitoring_export_name": "app",
+                           "monitoring_export_dashboards_src_dir": "/nonexistent/dashboards"},
+     "monitoring_export_dashboards_src_dir"),
+    ("monitoring_export", {"monitoring_export_name": "app",
+                           "monitoring_export_alertmanager_routing": {"receiver": "warning"}},
+     "monitoring_export_alertmanager_routing"),
+    ("monitoring_export", {"monitoring_export_name": "app", "monitoring_export_scrape_jobs": [
+        {"name": "node", "groups": [{"name": "workers_nowhere", "ports": [9100]}]}]},
+     "monitoring_export_scrape_jobs[0] (node)"),
 ]  # fmt: skip
 
 
