@@ -128,8 +128,14 @@ def transport_options(settings: Settings, current: dict[str, Any] | None = None)
     """Broker transport options: the user's, with the visibility timeout and priority queues
     the bundle relies on (Celery's default separator, so stock producers interoperate)."""
     options = dict(current or {})
+    grace = float(settings.consumer_grace)
     options.update(
         visibility_timeout=settings.visibility_timeout,
+        # Consumer heartbeats (worker_app.broker_transport): beat three times per grace
+        # period, sweep for dead consumers twice.
+        inflight_grace=grace,
+        inflight_refresh_interval=min(5.0, grace / 3),
+        inflight_sweep_interval=min(15.0, grace / 2),
         queue_order_strategy="priority",
         priority_steps=list(PRIORITY_STEPS),
         sep=PRIORITY_SEP,
