@@ -70,11 +70,14 @@ return {0, #tags}
 """
 
 # Return a dead consumer's messages. KEYS: the registry, the consumer (its in-flight list), its
-# owned set, the unacked hash, the unacked index, the restored-counts hash, then the target
-# queue keys. ARGV: stale-before timestamp, then the plan as JSON: {"items": [[raw, key index,
-# queue]...] (the in-flight list as read), "owned": [[tag, unacked entry as read, queue,
-# [[key index, payload]...]]...], "inflight_only": bool}. Entries acked meanwhile are skipped.
-# inflight_only (a consumer closing): only the in-flight list goes back; the consumer stays.
+# owned set, the unacked hash, the unacked index, the restored-counts hash, the dead-consumers
+# counter, then the target queue keys. ARGV: stale-before timestamp, then the plan as JSON:
+# {"items": [[raw, key index, queue]...] (the in-flight list as read), "owned": [[tag,
+# unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool}. Entries
+# acked meanwhile are skipped.
+# closing (a consumer closing itself, after kombu returned its unacked messages): only the
+# in-flight list goes back, and the consumer is unregistered if it owns nothing any more.
+# A dead consumer swept is counted in the dead-consumers counter (KEYS[7]).
 # -> number of messages restored; -1 the consumer is alive; -2 its messages changed (retry).
 _SWEEP = """
 local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
@@ -85,7 +88,7 @@ if #items ~= #plan.items then return -2 end
 for i = 1, #items do
   if items[i] ~= plan.items[i][1] then return -2 end
 end
-if not plan.inflight_only then
+if not plan.closing then
   local owned = redis.call('SMEMBERS', KEYS[3])
   if #owned ~= #plan.owned then return -2 end
   local planned = {}
@@ -97,11 +100,12 @@ end
 local restored = 0
 for i = #plan.items, 1, -1 do
   redis.call('RPUSH', KEYS[plan.items[i][2]], plan.items[i][1])
-  redis.call('HINCRBY', KEYS[6], plan.items[i][3], 1)
+  if not plan.closing then redis.call('HINCRBY', KEYS[6], plan.items[i][3], 1) end
   restored = restored + 1
 end
 for _, t in ipairs(plan.owned) do
-  if redis.call('HGET', KEYS[4], t[1]) == t[2] then
+  local entry = redis.call('HGET', KEYS[4], t[1])
+  if entry and entry == t[2] then
     for _, push in ipairs(t[4]) do
       redis.call('RPUSH', KEYS[push[1]], push[2])
     end
@@ -111,10 +115,13 @@ for _, t in ipairs(plan.owned) do
     restored = restored + 1
   end
 end
-if plan.inflight_only then
-  redis.call('DEL', KEYS[2])
-else
-  redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2])
+if not plan.closing then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[1], KEYS[2])
+  redis.call('INCR', KEYS[7])
+elseif redis.call('SCARD', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[1], KEYS[2])
 end
 return restored
@@ -161,6 +168,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     inflight_registry_key = "unacked_inflight"
     #: hash: queue -> messages returned from dead consumers (ever)
     inflight_restored_key = "unacked_restored"
+    #: counter: consumers found dead (silent past the grace period) and swept (ever)
+    inflight_dead_key = "unacked_dead_consumers"
     #: a consumer silent this long (s) is dead: its messages go back to their queues
     inflight_grace = 30.0
     #: how often (s) a consumer beats (refreshing its messages' unacked timestamps), and sweeps
@@ -299,14 +308,14 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         return restored
 
     def _restore_consumer(
-        self, client: Any, name: str, stale_before: float, inflight_only: bool = False
+        self, client: Any, name: str, stale_before: float, closing: bool = False
     ) -> int:
         """Return everything consumer ``name`` held: its in-flight list (as it is) and the
         unacknowledged messages it owned (marked redelivered, as kombu restores them); or,
-        ``inflight_only``, just the in-flight list."""
+        ``closing`` (this consumer, closing), just the in-flight list."""
         keys: list[str] = [
             self.inflight_registry_key, name, f"{name}:owned", self.qos.unacked_key,
-            self.qos.unacked_index_key, self.inflight_restored_key,
+            self.qos.unacked_index_key, self.inflight_restored_key, self.inflight_dead_key,
         ]  # fmt: skip
 
         def key_index(key: str) -> int:
@@ -320,9 +329,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             items.append([bytes_to_str(item), key_index(target), queue])
         owned: list[list[Any]] = []
         tags = (
-            []
-            if inflight_only
-            else sorted(bytes_to_str(tag) for tag in client.smembers(f"{name}:owned"))
+            [] if closing else sorted(bytes_to_str(tag) for tag in client.smembers(f"{name}:owned"))
         )
         entries = client.hmget(self.qos.unacked_key, tags) if tags else []
         for tag, entry in zip(tags, entries, strict=True):
@@ -338,7 +345,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             priority = self._get_message_priority(payload, reverse=False)
             pushes = [[key_index(self._q_for_pri(q, priority)), dumps(payload)] for q in queues]
             owned.append([tag, bytes_to_str(entry), queues[0], pushes])
-        plan = dumps({"items": items, "owned": owned, "inflight_only": inflight_only})
+        plan = dumps({"items": items, "owned": owned, "closing": closing})
         count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan))
         if count > 0:
             logger.warning(
@@ -378,11 +385,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             # this one's heartbeat is older than the grace period.
             self.do_restore = False
         if self.do_restore and not self.closed:
-            # The in-flight list first (kombu knows nothing of it), while the channel can
-            # still reach Redis; kombu's close then returns the unacked messages it holds.
+            # While the channel still reaches Redis: kombu's return of the unacked messages it
+            # holds (its close would do it, once), then the in-flight list kombu knows nothing
+            # of, and this consumer leaves the registry (a sweep would count it as dead).
             try:
+                self.qos.restore_unacked_once()
                 with self.conn_or_acquire() as client:
-                    self._restore_consumer(client, self.inflight_key, float("inf"), True)
+                    self._restore_consumer(client, self.inflight_key, float("inf"), closing=True)
             except Exception:  # Redis may be gone; another consumer's sweep gets them later
                 logger.debug("could not return in-flight messages at close", exc_info=True)
         super().close()

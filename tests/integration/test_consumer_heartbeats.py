@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 TRANSPORT = "worker_app.broker_transport:Transport"
 REGISTRY = ReliableChannel.inflight_registry_key
 RESTORED = ReliableChannel.inflight_restored_key
+DEAD = ReliableChannel.inflight_dead_key
 
 
 @pytest.fixture
@@ -77,6 +78,27 @@ def test_a_dead_consumers_unacked_messages_come_back_once_marked_redelivered(
     assert not client.exists(channel.owned_key, channel.inflight_key)
     assert client.zscore(REGISTRY, channel.inflight_key) is None
     assert client.hget(RESTORED, queue) == b"1"
+    assert client.get(DEAD) == b"1"
+
+
+def test_a_consumer_closing_returns_what_it_holds_and_leaves_the_registry(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    dead_before = int(client.get(DEAD) or 0)
+    holder = connect()
+    _simple, message = _take(holder, queue)
+    channel = holder.default_channel
+    channel.heartbeat(time.time())
+    assert client.zscore(REGISTRY, channel.inflight_key) is not None
+    holder.release()  # a worker's warm shutdown closes its channel
+    assert client.llen(queue) == 1  # the held message is back, once
+    assert client.hget("unacked", message.delivery_tag) is None
+    assert client.zscore(REGISTRY, channel.inflight_key) is None
+    assert not client.exists(channel.owned_key)
+    assert int(client.get(DEAD) or 0) == dead_before  # not a death
 
 
 def test_a_live_consumers_messages_are_never_restored_however_old(
