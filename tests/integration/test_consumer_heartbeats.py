@@ -5,6 +5,8 @@ it holds them. Against a real redis-server, through kombu with the transport."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +15,9 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from tests.integration.conftest import StartWorker, records
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 from worker_app.broker_transport import ReliableChannel
 
 pytestmark = pytest.mark.integration
@@ -22,6 +26,14 @@ TRANSPORT = "worker_app.broker_transport:Transport"
 REGISTRY = ReliableChannel.inflight_registry_key
 RESTORED = ReliableChannel.inflight_restored_key
 DEAD = ReliableChannel.inflight_dead_key
+GRACE = 10  # WORKER_APP_CONSUMER_GRACE of this module's workers (its minimum)
+
+
+@pytest.fixture(scope="module")
+def worker_env(worker_env: dict[str, str]) -> dict[str, str]:
+    """Workers (and producers) of this module: the default one-hour visibility timeout, a
+    10 s grace period."""
+    return {**worker_env, "WORKER_APP_CONSUMER_GRACE": str(GRACE)}
 
 
 @pytest.fixture
@@ -130,3 +142,62 @@ def _body(message: dict[str, Any]) -> str:
 
     body = message["body"]
     return base64.b64decode(body).decode() if message["properties"].get("body_encoding") else body
+
+
+def _holds(state: Any, token: str) -> bool:
+    return any(token.encode() in entry for entry in state.hvals("unacked"))
+
+
+def test_a_killed_workers_running_and_countdown_tasks_run_again_within_the_grace_period(
+    start_pool_worker: StartWorker, client_app: Any, state: Any
+) -> None:
+    """SIGKILL of a worker's main process (and its pool) while it runs one task and holds a
+    countdown: both run again within grace + 15 s, with the one-hour visibility timeout."""
+    worker = start_pool_worker("low", "--concurrency", "1", node="low-killed@test")
+    running, countdown = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    client_app.send_task("examples.sleepy", args=[running, 20], queue="low")
+    wait_until(lambda: records(state, f"started:{running}"), timeout=30, what="the task running")
+    client_app.send_task("examples.record", args=[countdown], queue="low", countdown=15)
+    wait_until(lambda: _holds(state, countdown), timeout=15, what="the countdown held")
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait()
+    killed = time.monotonic()
+    after = start_pool_worker("low", "--concurrency", "2", node="low-after@test")
+    wait_until(lambda: len(records(state, f"started:{running}")) == 2, timeout=GRACE + 30,
+               interval=0.2, what="the running task again")  # fmt: skip
+    again = time.monotonic() - killed
+    ran = wait_until(lambda: records(state, f"ran:{countdown}"), timeout=GRACE + 30,
+                     interval=0.2, what="the countdown task")  # fmt: skip
+    back = time.monotonic() - killed
+    print(f"running task again {again:.1f} s, countdown task ran {back:.1f} s after the kill")
+    assert again <= GRACE + 15, again
+    assert back <= GRACE + 15, back
+    assert ran == ["low low-after@test"]
+    os.killpg(after.process.pid, signal.SIGKILL)  # the re-run sleeps; no need to wait for it
+    after.process.wait()
+
+
+def test_a_live_worker_keeps_a_task_longer_than_the_timeouts_and_a_distant_countdown(
+    start_pool_worker: StartWorker, client_app: Any, state: Any, redis_server: RedisServer
+) -> None:
+    """On a live worker, a task four times the grace period runs once, and a countdown of two
+    hours stays with it past a 60 s visibility timeout (the backstop does not fire)."""
+    start_pool_worker(
+        "default", "--concurrency", "1", node="default-live@test",
+        WORKER_APP_VISIBILITY_TIMEOUT="60", WORKER_APP_MAX_TIME_LIMIT="50",
+    )  # fmt: skip
+    long, distant = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    client_app.send_task("examples.sleepy", args=[long, 4 * GRACE], queue="default")
+    client_app.send_task("examples.record", args=[distant], queue="default", countdown=7200)
+    wait_until(lambda: _holds(state, distant), timeout=15, what="the countdown held")
+    time.sleep(62)  # past the visibility timeout
+    # What any consumer's backstop does (kombu's restore of messages unacked for longer than
+    # the visibility timeout), run now: the live worker's messages are not due.
+    with Connection(redis_server.url(0), transport="kombu.transport.redis:Transport",
+                    transport_options={"visibility_timeout": 60}) as stock:  # fmt: skip
+        stock.default_channel.qos.restore_visible(interval=1)
+    assert _holds(state, distant)
+    assert not any(distant.encode() in m for m in state.lrange("default", 0, -1))
+    wait_until(lambda: records(state, f"finished:{long}"), timeout=30, what="the long task")
+    assert len(records(state, f"started:{long}")) == 1
+    assert records(state, f"ran:{distant}") == []
