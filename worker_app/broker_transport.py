@@ -31,9 +31,11 @@ URLs, Flower and every other kombu user see the usual scheme.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import kombu.transport
 from kombu.transport import redis as kombu_redis
@@ -73,11 +75,12 @@ return {0, #tags}
 # owned set, the unacked hash, the unacked index, the restored-counts hash, the dead-consumers
 # counter, then the target queue keys. ARGV: stale-before timestamp, then the plan as JSON:
 # {"items": [[raw, key index, queue]...] (the in-flight list as read), "owned": [[tag,
-# unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool}. Entries
-# acked meanwhile are skipped.
+# unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool, "dead":
+# bool}. Entries acked meanwhile are skipped.
 # closing (a consumer closing itself, after kombu returned its unacked messages): only the
 # in-flight list goes back, and the consumer is unregistered if it owns nothing any more.
-# A dead consumer swept is counted in the dead-consumers counter (KEYS[7]).
+# A dead consumer swept is counted in the dead-consumers counter (KEYS[7]); one of this
+# process's own consumers whose connection broke (dead false) is not.
 # -> number of messages restored; -1 the consumer is alive; -2 its messages changed (retry).
 _SWEEP = """
 local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
@@ -119,7 +122,7 @@ redis.call('DEL', KEYS[2])
 if not plan.closing then
   redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[1], KEYS[2])
-  redis.call('INCR', KEYS[7])
+  if plan.dead then redis.call('INCR', KEYS[7]) end
 elseif redis.call('SCARD', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[3])
   redis.call('ZREM', KEYS[1], KEYS[2])
@@ -176,6 +179,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     inflight_refresh_interval = 5.0
     inflight_sweep_interval = 15.0
 
+    #: this process's consumers that closed without reaching Redis (a broken connection):
+    #: returned by the process's next live consumer at once, not counted as deaths
+    abandoned: ClassVar[set[str]] = set()
+
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
         "inflight_grace",
@@ -187,13 +194,19 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ValueError("worker_app's Redis transport does not support global_keyprefix")
-        self.inflight_key = f"{self.inflight_registry_key}:{uuid.uuid4()}"
+        # Which consumer holds a message, readable by an operator: host, process, channel.
+        self.inflight_key = (
+            f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
+            f"{uuid.uuid4().hex[:12]}"
+        )
         self.owned_key = f"{self.inflight_key}:owned"
         self.inflight_items: dict[str, bytes] = {}
         self._blocked_key: str | None = None
         self._block_next = False
         self._alive_at = 0.0
         self._swept_at = time.time()
+        self._consumed = False  # registered (by a scan) as a consumer
+        self._beating_since = 0.0
 
     # -- taking messages ---------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -205,6 +218,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
+        self._consumed = True
         if self._block_next:
             # The scan found nothing: wait on the first key (the others are scanned
             # again after at most ``timeout`` seconds).
@@ -260,8 +274,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
     # -- registration and orphans ------------------------------------------------------
     def maybe_refresh_binding_expiry(self) -> None:
-        """kombu's per-second hook: also keep this channel's registration fresh and
-        return the messages of dead consumers' in-flight lists."""
+        """kombu's per-second hook: also beat, and return the messages of dead consumers.
+
+        A consumer sweeps only once it has itself been beating for a grace period: after a
+        Redis outage every heartbeat is old, and the reconnected consumers must first return
+        what their own broken connections held (not dead consumers) before anyone judges."""
         super().maybe_refresh_binding_expiry()
         if not self.active_queues:
             return
@@ -269,7 +286,19 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         if now - self._alive_at >= self.inflight_refresh_interval:
             self.heartbeat(now)
             self._alive_at = now
-        if now - self._swept_at >= self.inflight_sweep_interval:
+            self._beating_since = self._beating_since or now
+            if ReliableChannel.abandoned:
+                try:
+                    self.restore_abandoned()
+                except self.connection_errors:
+                    raise
+                except Exception:
+                    logger.exception("could not return what this process's closed consumers held")
+        if (
+            now - self._swept_at >= self.inflight_sweep_interval
+            and self._beating_since
+            and now - self._beating_since >= self.inflight_grace
+        ):
             self._swept_at = now
             try:
                 self.restore_orphans(now - self.inflight_grace)
@@ -299,6 +328,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
             events.consumer_cut_off.send(sender=self, held=held)
 
+    def restore_abandoned(self) -> int:
+        """Return what this process's consumers held when their connection broke (a Redis
+        restart or outage): Celery dropped those requests when it reconnected and waits for
+        them to be delivered again. At once, and not counted as dead consumers."""
+        restored = 0
+        with self.conn_or_acquire() as client:
+            for name in sorted(ReliableChannel.abandoned):
+                restored += self._restore_consumer(client, name, float("inf"), dead=False)
+                ReliableChannel.abandoned.discard(name)
+        return restored
+
     def restore_orphans(self, stale_before: float) -> int:
         """Return the messages of every consumer silent since ``stale_before``."""
         restored = 0
@@ -308,11 +348,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         return restored
 
     def _restore_consumer(
-        self, client: Any, name: str, stale_before: float, closing: bool = False
-    ) -> int:
+        self, client: Any, name: str, stale_before: float, closing: bool = False,
+        dead: bool = True,
+    ) -> int:  # fmt: skip
         """Return everything consumer ``name`` held: its in-flight list (as it is) and the
         unacknowledged messages it owned (marked redelivered, as kombu restores them); or,
-        ``closing`` (this consumer, closing), just the in-flight list."""
+        ``closing`` (this consumer, closing), just the in-flight list. ``dead``: count it as a
+        dead consumer (not for this process's own broken connections)."""
         keys: list[str] = [
             self.inflight_registry_key, name, f"{name}:owned", self.qos.unacked_key,
             self.qos.unacked_index_key, self.inflight_restored_key, self.inflight_dead_key,
@@ -345,7 +387,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             priority = self._get_message_priority(payload, reverse=False)
             pushes = [[key_index(self._q_for_pri(q, priority)), dumps(payload)] for q in queues]
             owned.append([tag, bytes_to_str(entry), queues[0], pushes])
-        plan = dumps({"items": items, "owned": owned, "closing": closing})
+        plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead})
         count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan))
         if count > 0:
             logger.warning(
@@ -381,9 +423,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             self._drop_pending_reply()
         if getattr(self.connection, "client", None) is None:
             # The transport is detached: nothing reaches Redis from here. What this
-            # consumer holds stays owned by it: a live consumer's sweep returns it once
-            # this one's heartbeat is older than the grace period.
+            # consumer holds stays owned by it: this process's next live consumer returns
+            # it (else a live consumer's sweep, once the heartbeat is older than the grace).
             self.do_restore = False
+            if self._consumed:
+                ReliableChannel.abandoned.add(self.inflight_key)
         if self.do_restore and not self.closed:
             # While the channel still reaches Redis: kombu's return of the unacked messages it
             # holds (its close would do it, once), then the in-flight list kombu knows nothing
@@ -392,8 +436,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 self.qos.restore_unacked_once()
                 with self.conn_or_acquire() as client:
                     self._restore_consumer(client, self.inflight_key, float("inf"), closing=True)
-            except Exception:  # Redis may be gone; another consumer's sweep gets them later
+            except Exception:  # Redis may be gone: the process's next consumer returns them
                 logger.debug("could not return in-flight messages at close", exc_info=True)
+                if self._consumed:
+                    ReliableChannel.abandoned.add(self.inflight_key)
         super().close()
 
     def _drop_pending_reply(self) -> None:

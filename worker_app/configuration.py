@@ -106,10 +106,14 @@ def is_configured(app: Any) -> bool:
 
 
 def load_and_check(settings: Settings) -> Catalogue:
-    """The pool catalogue in effect, checked against the visibility timeout: a message
-    must not be delivered again while it still runs."""
+    """The pool catalogue in effect. A time limit the visibility timeout does not cover is a
+    warning, not an error: with consumer heartbeats the timeout is only the backstop for
+    workers without worker_app's transport (see ``Catalogue.visibility_timeout_shortfalls``)."""
     catalogue = load_catalogue(settings.pools_file)
-    catalogue.check_visibility_timeout(settings.visibility_timeout, settings.max_time_limit)
+    for line in catalogue.visibility_timeout_shortfalls(
+        settings.visibility_timeout, settings.max_time_limit
+    ):
+        logger.warning(line)
     return catalogue
 
 
