@@ -182,6 +182,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     #: this process's consumers that closed without reaching Redis (a broken connection):
     #: returned by the process's next live consumer at once, not counted as deaths
     abandoned: ClassVar[set[str]] = set()
+    #: the last heartbeat of this process before its connection broke last (0: never)
+    connection_broke_at: ClassVar[float] = 0.0
+    #: this process's last heartbeat
+    process_beat_at: ClassVar[float] = 0.0
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
@@ -276,9 +280,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     def maybe_refresh_binding_expiry(self) -> None:
         """kombu's per-second hook: also beat, and return the messages of dead consumers.
 
-        A consumer sweeps only once it has itself been beating for a grace period: after a
-        Redis outage every heartbeat is old, and the reconnected consumers must first return
-        what their own broken connections held (not dead consumers) before anyone judges."""
+        After this process's connection broke (a Redis restart or outage), its new consumer
+        leaves alone, for a grace period, the consumers that last beat around the break:
+        every worker's connection broke then, and each returns what its own broken one held
+        when it reconnects (not a death). Consumers silent since before the break, or since
+        after this consumer started, are swept as usual."""
         super().maybe_refresh_binding_expiry()
         if not self.active_queues:
             return
@@ -287,6 +293,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             self.heartbeat(now)
             self._alive_at = now
             self._beating_since = self._beating_since or now
+            last, ReliableChannel.process_beat_at = ReliableChannel.process_beat_at, now
+            if last and now - last > 2 * self.inflight_refresh_interval + 1:
+                # No heartbeat got through for a while: the connection broke.
+                ReliableChannel.connection_broke_at = last
+                self._find_abandoned(last)
             if ReliableChannel.abandoned:
                 try:
                     self.restore_abandoned()
@@ -294,14 +305,14 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                     raise
                 except Exception:
                     logger.exception("could not return what this process's closed consumers held")
-        if (
-            now - self._swept_at >= self.inflight_sweep_interval
-            and self._beating_since
-            and now - self._beating_since >= self.inflight_grace
-        ):
+        if now - self._swept_at >= self.inflight_sweep_interval and self._beating_since:
             self._swept_at = now
+            spare = None
+            broke_at = ReliableChannel.connection_broke_at
+            if broke_at and now - self._beating_since < self.inflight_grace:
+                spare = (broke_at - 2 * self.inflight_refresh_interval, self._beating_since)
             try:
-                self.restore_orphans(now - self.inflight_grace)
+                self.restore_orphans(now - self.inflight_grace, spare=spare)
             except self.connection_errors:
                 raise
             except Exception:
@@ -328,6 +339,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
             events.consumer_cut_off.send(sender=self, held=held)
 
+    def _find_abandoned(self, broke_at: float) -> None:
+        """This process's consumers that have not beaten since its connection broke: they
+        belong to the broken connection (a consumer of the new one registers when it first
+        takes, later), whether or not Celery closed them."""
+        mine = f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
+        with self.conn_or_acquire() as client:
+            for raw in client.zrangebyscore(self.inflight_registry_key, "-inf", broke_at):
+                name = bytes_to_str(raw)
+                if name.startswith(mine):
+                    ReliableChannel.abandoned.add(name)
+
     def restore_abandoned(self) -> int:
         """Return what this process's consumers held when their connection broke (a Redis
         restart or outage): Celery dropped those requests when it reconnected and waits for
@@ -339,11 +361,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 ReliableChannel.abandoned.discard(name)
         return restored
 
-    def restore_orphans(self, stale_before: float) -> int:
-        """Return the messages of every consumer silent since ``stale_before``."""
+    def restore_orphans(self, stale_before: float, spare: tuple[float, float] | None = None) -> int:
+        """Return the messages of every consumer silent since ``stale_before``, except those
+        whose last heartbeat falls in ``spare`` (from, to)."""
         restored = 0
         with self.conn_or_acquire() as client:
-            for raw_name in client.zrangebyscore(self.inflight_registry_key, "-inf", stale_before):
+            found = client.zrangebyscore(
+                self.inflight_registry_key, "-inf", stale_before, withscores=True
+            )
+            for raw_name, score in found:
+                if spare is not None and spare[0] <= score < spare[1]:
+                    continue
                 restored += self._restore_consumer(client, bytes_to_str(raw_name), stale_before)
         return restored
 
@@ -427,7 +455,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             # it (else a live consumer's sweep, once the heartbeat is older than the grace).
             self.do_restore = False
             if self._consumed:
-                ReliableChannel.abandoned.add(self.inflight_key)
+                self._abandon()
         if self.do_restore and not self.closed:
             # While the channel still reaches Redis: kombu's return of the unacked messages it
             # holds (its close would do it, once), then the in-flight list kombu knows nothing
@@ -439,8 +467,16 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             except Exception:  # Redis may be gone: the process's next consumer returns them
                 logger.debug("could not return in-flight messages at close", exc_info=True)
                 if self._consumed:
-                    ReliableChannel.abandoned.add(self.inflight_key)
+                    self._abandon()
         super().close()
+
+    def _abandon(self) -> None:
+        """Leave what this consumer holds to the process's next consumer (see
+        :meth:`restore_abandoned`), noting when its connection last worked."""
+        ReliableChannel.abandoned.add(self.inflight_key)
+        ReliableChannel.connection_broke_at = max(
+            ReliableChannel.connection_broke_at, self._alive_at
+        )
 
     def _drop_pending_reply(self) -> None:
         connection = self._in_poll

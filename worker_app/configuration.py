@@ -135,11 +135,11 @@ def transport_options(settings: Settings, current: dict[str, Any] | None = None)
     grace = float(settings.consumer_grace)
     options.update(
         visibility_timeout=settings.visibility_timeout,
-        # Consumer heartbeats (worker_app.broker_transport): beat three times per grace
-        # period, sweep for dead consumers twice.
+        # Consumer heartbeats (worker_app.broker_transport): beat, and sweep for dead
+        # consumers (one ZRANGEBYSCORE), every 5 s or three times per grace period.
         inflight_grace=grace,
         inflight_refresh_interval=min(5.0, grace / 3),
-        inflight_sweep_interval=min(15.0, grace / 2),
+        inflight_sweep_interval=min(5.0, grace / 3),
         queue_order_strategy="priority",
         priority_steps=list(PRIORITY_STEPS),
         sep=PRIORITY_SEP,

@@ -96,6 +96,8 @@ def recovery(tags: dict[str, Held], kills: list[dict[str, Any]]) -> dict[str, An
         waits.append(wait)
         per_kill[killed] = max(per_kill.get(killed, 0.0), wait)
     slowest = sorted(per_kill.values())
+    detail = [{"at": mains[n]["at"], "pool": mains[n]["pool"], "waited_s": round(wait, 1)}
+              for n, wait in sorted(per_kill.items())]  # fmt: skip
     return {
         "main_kills": len(mains),
         "kills_holding_messages": len(slowest),
@@ -103,6 +105,7 @@ def recovery(tags: dict[str, Held], kills: list[dict[str, Any]]) -> dict[str, An
         "still_held_at_end": stranded,
         "per_kill_s": _quantiles(slowest),
         "per_message_s": _quantiles(sorted(waits)),
+        "kills": detail,
     }
 
 

@@ -199,7 +199,7 @@ def test_a_live_worker_keeps_a_task_longer_than_the_timeouts_and_a_distant_count
     """On a live worker, a task that runs for several grace periods and past a 60 s
     visibility timeout runs once, and a countdown of two hours stays with it (the backstop
     never fires, however often it runs)."""
-    start_pool_worker(
+    worker = start_pool_worker(
         pool, "--concurrency", "2", node=f"{pool}-live@test",
         WORKER_APP_VISIBILITY_TIMEOUT="60", WORKER_APP_CONSUMER_GRACE=str(grace),
     )  # fmt: skip
@@ -228,6 +228,10 @@ def test_a_live_worker_keeps_a_task_longer_than_the_timeouts_and_a_distant_count
     assert len(records(state, f"started:{long}")) == 1
     assert records(state, f"ran:{distant}") == []
     assert _holds(state, distant)
+    # Leave the queue to the next tests: the worker stops (handing the countdown back), and
+    # the countdown goes.
+    worker.stop()
+    state.delete(*state.keys(f"{pool}*"))
 
 
 def test_a_mixed_fleet_during_a_rolling_upgrade_loses_and_doubles_nothing(
