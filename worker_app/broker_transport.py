@@ -35,6 +35,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from typing import Any, ClassVar
 
 import kombu.transport
@@ -184,8 +185,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     abandoned: ClassVar[set[str]] = set()
     #: the last heartbeat of this process before its connection broke last (0: never)
     connection_broke_at: ClassVar[float] = 0.0
-    #: this process's last heartbeat
+    #: this process's last heartbeat, and its consumers by name
     process_beat_at: ClassVar[float] = 0.0
+    consumers: ClassVar[weakref.WeakValueDictionary[str, ReliableChannel]] = (
+        weakref.WeakValueDictionary()
+    )
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
@@ -222,7 +226,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
-        self._consumed = True
+        if not self._consumed:
+            self._consumed = True
+            ReliableChannel.consumers[self.inflight_key] = self
         if self._block_next:
             # The scan found nothing: wait on the first key (the others are scanned
             # again after at most ``timeout`` seconds).
@@ -340,14 +346,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             events.consumer_cut_off.send(sender=self, held=held)
 
     def _find_abandoned(self, broke_at: float) -> None:
-        """This process's consumers that have not beaten since its connection broke: they
-        belong to the broken connection (a consumer of the new one registers when it first
-        takes, later), whether or not Celery closed them."""
+        """This process's consumers that have not beaten since its connection broke, but
+        not this connection's own: they belong to the broken one, whether or not Celery
+        closed them."""
         mine = f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
         with self.conn_or_acquire() as client:
             for raw in client.zrangebyscore(self.inflight_registry_key, "-inf", broke_at):
                 name = bytes_to_str(raw)
-                if name.startswith(mine):
+                sibling = ReliableChannel.consumers.get(name)
+                if name.startswith(mine) and (
+                    sibling is None or sibling.connection is not self.connection
+                ):
                     ReliableChannel.abandoned.add(name)
 
     def restore_abandoned(self) -> int:

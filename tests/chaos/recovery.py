@@ -24,6 +24,13 @@ import redis
 from kombu.utils.json import loads
 
 INTERVAL = 0.2
+REGISTRY = "unacked_inflight"  # worker_app.broker_transport's consumer registry
+
+
+def consumers_of(names: set[str], pids: set[int]) -> int:
+    """How many of the registered consumers ``names`` (``unacked_inflight:host:pid:id``)
+    belonged to the processes ``pids``."""
+    return sum(1 for name in names if name.count(":") >= 3 and int(name.split(":")[2]) in pids)
 
 
 @dataclass
@@ -42,6 +49,7 @@ class UnackedSampler:
     client: redis.Redis
     clock: Any
     tags: dict[str, Held] = field(default_factory=dict)
+    consumers: set[str] = field(default_factory=set)  # every consumer registered, by name
     stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> threading.Thread:
@@ -53,6 +61,7 @@ class UnackedSampler:
         while not self.stop.wait(INTERVAL):
             try:
                 present = {tag.decode() for tag in self.client.hkeys("unacked")}
+                self.consumers.update(n.decode() for n in self.client.zrange(REGISTRY, 0, -1))
                 new = [tag for tag in present if tag not in self.tags]
                 entries = self.client.hmget("unacked", new) if new else []
             except (redis.RedisError, OSError):

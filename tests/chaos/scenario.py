@@ -32,7 +32,7 @@ from kombu.exceptions import OperationalError
 
 from tests.chaos.fleet import Fleet
 from tests.chaos.ledger import Audit, Planned, audit, broker_idle, plan, queued
-from tests.chaos.recovery import UnackedSampler, recovery
+from tests.chaos.recovery import UnackedSampler, consumers_of, recovery
 from tests.support.redis_server import RedisServer, start_redis
 from worker_app.dlq.writer import store_for
 from worker_app.factory import create_app
@@ -273,9 +273,14 @@ def run_chaos(
         "max_unacked": max((s["unacked"] for s in samples), default=0),
         # How long the messages a killed main process held waited to be back on their queue.
         "recovery": recovery(sampler.tags if sampler else {}, events.kills),
-        # Consumers the transport's sweep found dead: at most the main processes killed (the
-        # connections the Redis restart broke are returned by their own process, not deaths).
+        # Consumers the transport's sweep found dead: at most those of the main processes
+        # killed (the connections the Redis restart broke are returned by their own process,
+        # not deaths).
         "consumers_swept_dead": swept_dead,
+        "consumers_of_killed_mains": consumers_of(
+            sampler.consumers if sampler else set(),
+            {k["pid"] for k in events.kills if k["kind"] == "main"},
+        ),
         "timeline": samples,
         "kill_log": events.kills,
     }  # fmt: skip

@@ -117,6 +117,47 @@ def test_a_consumer_closing_returns_what_it_holds_and_leaves_the_registry(
     assert int(client.get(DEAD) or 0) == dead_before  # not a death
 
 
+def test_a_process_returns_what_its_broken_connection_held_without_counting_a_death(
+    connect: Any, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that broke (a Redis restart): its process's next consumer finds that no
+    heartbeat got through for a while and returns what the broken connection's consumer held
+    at once, not as a dead consumer; what the new consumer holds stays."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    connect().SimpleQueue(queue).put({"n": 2})
+    dead_before = int(client.get(DEAD) or 0)
+    broken = connect()
+    _simple, held = _take(broken, queue)
+    old = broken.default_channel
+    old.heartbeat(time.time())
+    # The connection breaks: nothing beats for a minute (made so here), and Celery drops it
+    # without closing its channel.
+    then = time.time() - 60
+    client.zadd(REGISTRY, {old.inflight_key: then})
+    monkeypatch.setattr(ReliableChannel, "process_beat_at", then)  # the process-wide state
+    monkeypatch.setattr(ReliableChannel, "connection_broke_at", 0.0)
+    new = connect()
+    # The new connection's first poll beats, notices the gap, and returns the broken
+    # consumer's message at once: it is the next one taken.
+    _simple2, again = _take(new, queue)
+    assert again.payload == {"n": 1}
+    assert again.headers["redelivered"] is True
+    channel = new.default_channel
+    assert again.delivery_tag == held.delivery_tag  # kombu's tag travels with the message
+    assert not client.exists(old.owned_key)
+    assert client.smembers(channel.owned_key) == {held.delivery_tag.encode()}
+    assert client.zscore(REGISTRY, old.inflight_key) is None
+    assert client.llen(queue) == 1  # {"n": 2}, untouched
+    channel._alive_at = 0.0
+    channel.maybe_refresh_binding_expiry()  # beats again: what it holds stays
+    assert client.hget("unacked", again.delivery_tag) is not None
+    assert client.zscore(REGISTRY, channel.inflight_key) is not None
+    assert int(client.get(DEAD) or 0) == dead_before
+    assert ReliableChannel.connection_broke_at == then
+
+
 def test_a_live_consumers_messages_are_never_restored_however_old(
     connect: Any, redis_server: RedisServer
 ) -> None:
