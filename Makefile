@@ -139,8 +139,8 @@ lint: $(STAMP) ## ansible-lint (production), yamllint, ruff, mypy --strict
 unit: $(STAMP) ## Unit tests (pure logic)
 	$(PYTEST) tests/unit
 
-integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers
-	$(PYTEST) tests/integration tests/roles
+integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers (not the long forms: make chaos)
+	$(PYTEST) -m "not long" tests/integration tests/roles
 
 # Holds rules/ and tests/ (the bad-input suite points it at a broken copy).
 PROMETHEUS_DIR ?= prometheus
@@ -170,8 +170,9 @@ compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e sta
 # The end-to-end stack last: E2E_KEEP_STACK=1 leaves it up for `make compat` to reuse (.ci/run).
 test: test-fast chaos-quick molecule-all rehearse-staging e2e ## Everything CI proves
 
-chaos: $(STAMP) ## Full chaos run (10,000 tasks, SIGKILLs, Redis restart) + 30 s Redis outage; JSON in chaos-results/
+chaos: $(STAMP) ## Full chaos run (10,000 tasks, SIGKILLs, Redis restart) + 30 s Redis outage, then the long forms of the integration tests; JSON in chaos-results/
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
+	$(PYTEST) -rP -m long tests/integration
 
 chaos-quick: $(STAMP) ## The short chaos run and the outage, as pytest (part of make test)
 	$(PYTEST) tests/chaos

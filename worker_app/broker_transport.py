@@ -10,10 +10,19 @@ main process killed in that window, or Redis stopped in it, loses the message:
 Here the message is *moved* instead, atomically, into an in-flight list of the
 consuming channel (``LMOVE`` in a script for all keys in priority order, else
 ``BLMOVE`` on the first key), and taken out of that list in the same
-transaction that records it as unacknowledged. Each channel keeps its list
-registered with a fresh timestamp while it lives; any consumer returns the
-messages of a list whose owner stopped refreshing it for ``inflight_grace``
-seconds to their queues. Needs Redis >= 6.2.
+transaction that records it as unacknowledged — and as *owned* by the channel
+(a set of delivery tags per consumer).
+
+Each consuming channel is a consumer with a heartbeat: while it lives it
+refreshes its registration every ``inflight_refresh_interval`` seconds, and
+with it the unacked timestamps of every message it owns, so kombu's visibility
+timeout never returns a message whose consumer is alive (a long task, an ETA
+hours away). A consumer silent for ``inflight_grace`` seconds is dead: the
+first live consumer to notice returns everything it held — its in-flight list
+and the unacknowledged messages it owned — to their queues in one script
+(atomically, once), and counts them by queue. The visibility timeout stays as
+the backstop for messages no consumer owns (taken by a worker without this
+transport). Needs Redis >= 6.2.
 
 :func:`install` makes it kombu's ``redis://`` transport in this process, so
 URLs, Flower and every other kombu user see the usual scheme.
@@ -22,9 +31,12 @@ URLs, Flower and every other kombu user see the usual scheme.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 import kombu.transport
 from kombu.transport import redis as kombu_redis
@@ -46,32 +58,86 @@ end
 return false
 """
 
-# KEYS: the in-flight list, the registry, then one target queue key per item.
-# ARGV: stale-before timestamp, then the items as read (oldest last).
-# -> number of messages restored, -1 if the owner is alive, -2 if the list changed.
+# A consumer's heartbeat. KEYS: the registry, the consumer (its in-flight list's name), its
+# owned set, the unacked index; ARGV: now.
+# -> {1 if it was registered, number of messages it owns}.
+_HEARTBEAT = """
+local had = redis.call('ZSCORE', KEYS[1], KEYS[2])
+redis.call('ZADD', KEYS[1], ARGV[1], KEYS[2])
+local tags = redis.call('SMEMBERS', KEYS[3])
+for i = 1, #tags do
+  redis.call('ZADD', KEYS[4], 'XX', ARGV[1], tags[i])
+end
+if had then return {1, #tags} end
+return {0, #tags}
+"""
+
+# Return a dead consumer's messages. KEYS: the registry, the consumer (its in-flight list), its
+# owned set, the unacked hash, the unacked index, the restored-counts hash, the dead-consumers
+# counter, then the target queue keys. ARGV: stale-before timestamp, then the plan as JSON:
+# {"items": [[raw, key index, queue]...] (the in-flight list as read), "owned": [[tag,
+# unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool, "dead":
+# bool}. Entries acked meanwhile are skipped.
+# closing (a consumer closing itself, after kombu returned its unacked messages): only the
+# in-flight list goes back, and the consumer is unregistered if it owns nothing any more.
+# A dead consumer swept is counted in the dead-consumers counter (KEYS[7]); one of this
+# process's own consumers whose connection broke (dead false) is not.
+# -> number of messages restored; -1 the consumer is alive; -2 its messages changed (retry).
 _SWEEP = """
-local score = redis.call('ZSCORE', KEYS[2], KEYS[1])
+local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
 if score and tonumber(score) > tonumber(ARGV[1]) then return -1 end
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-if #items ~= #ARGV - 1 then return -2 end
+local plan = cjson.decode(ARGV[2])
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+if #items ~= #plan.items then return -2 end
 for i = 1, #items do
-  if items[i] ~= ARGV[i + 1] then return -2 end
+  if items[i] ~= plan.items[i][1] then return -2 end
 end
-for i = #items, 1, -1 do
-  redis.call('RPUSH', KEYS[i + 2], items[i])
+if not plan.closing then
+  local owned = redis.call('SMEMBERS', KEYS[3])
+  if #owned ~= #plan.owned then return -2 end
+  local planned = {}
+  for _, t in ipairs(plan.owned) do planned[t[1]] = true end
+  for _, tag in ipairs(owned) do
+    if not planned[tag] then return -2 end
+  end
 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
-return #items
+local restored = 0
+for i = #plan.items, 1, -1 do
+  redis.call('RPUSH', KEYS[plan.items[i][2]], plan.items[i][1])
+  if not plan.closing then redis.call('HINCRBY', KEYS[6], plan.items[i][3], 1) end
+  restored = restored + 1
+end
+for _, t in ipairs(plan.owned) do
+  local entry = redis.call('HGET', KEYS[4], t[1])
+  if entry and entry == t[2] then
+    for _, push in ipairs(t[4]) do
+      redis.call('RPUSH', KEYS[push[1]], push[2])
+    end
+    redis.call('HDEL', KEYS[4], t[1])
+    redis.call('ZREM', KEYS[5], t[1])
+    redis.call('HINCRBY', KEYS[6], t[3], 1)
+    restored = restored + 1
+  end
+end
+redis.call('DEL', KEYS[2])
+if not plan.closing then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[1], KEYS[2])
+  if plan.dead then redis.call('INCR', KEYS[7]) end
+elseif redis.call('SCARD', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[1], KEYS[2])
+end
+return restored
 """
 
 
 class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
-    """Records a delivered message as unacknowledged and drops it from the channel's
-    in-flight list in one transaction."""
+    """Records a delivered message as unacknowledged and owned by its channel, and drops it
+    from the channel's in-flight list, in one transaction."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        """Track ``message`` as delivered (unacked), leaving the in-flight list."""
+        """Track ``message`` as delivered (unacked, owned), leaving the in-flight list."""
         channel = self.channel
         raw = channel.inflight_items.pop(delivery_tag, None)
         delivery = message.delivery_info
@@ -82,23 +148,48 @@ class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
                 delivery_tag,
                 dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
             )
+            pipe.sadd(channel.owned_key, delivery_tag)
             if raw is not None:
                 pipe.lrem(channel.inflight_key, 1, raw)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's, and the tag leaves this channel's owned set."""
+        with self.pipe_or_acquire(pipe) as chain:
+            return (
+                super()
+                ._remove_from_indices(delivery_tag, chain)
+                .srem(self.channel.owned_key, delivery_tag)
+            )
 
 
 class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped
     """A Redis channel whose consumer moves messages instead of popping them."""
 
     QoS = ReliableQoS
-    #: sorted set: in-flight list name -> when its owner last said it is alive
+    #: sorted set: consumer (its in-flight list's name) -> its last heartbeat
     inflight_registry_key = "unacked_inflight"
-    #: a list whose owner is silent this long (s) is returned to the queues
+    #: hash: queue -> messages returned from dead consumers (ever)
+    inflight_restored_key = "unacked_restored"
+    #: counter: consumers found dead (silent past the grace period) and swept (ever)
+    inflight_dead_key = "unacked_dead_consumers"
+    #: a consumer silent this long (s) is dead: its messages go back to their queues
     inflight_grace = 30.0
-    #: how often (s) an owner refreshes its registration, and sweeps for orphans
+    #: how often (s) a consumer beats (refreshing its messages' unacked timestamps), and sweeps
     inflight_refresh_interval = 5.0
     inflight_sweep_interval = 15.0
+
+    #: this process's consumers that closed without reaching Redis (a broken connection):
+    #: returned by the process's next live consumer at once, not counted as deaths
+    abandoned: ClassVar[set[str]] = set()
+    #: the last heartbeat of this process before its connection broke last (0: never)
+    connection_broke_at: ClassVar[float] = 0.0
+    #: this process's last heartbeat, and its consumers by name
+    process_beat_at: ClassVar[float] = 0.0
+    consumers: ClassVar[weakref.WeakValueDictionary[str, ReliableChannel]] = (
+        weakref.WeakValueDictionary()
+    )
 
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,
@@ -111,12 +202,19 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ValueError("worker_app's Redis transport does not support global_keyprefix")
-        self.inflight_key = f"{self.inflight_registry_key}:{uuid.uuid4()}"
+        # Which consumer holds a message, readable by an operator: host, process, channel.
+        self.inflight_key = (
+            f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
+            f"{uuid.uuid4().hex[:12]}"
+        )
+        self.owned_key = f"{self.inflight_key}:owned"
         self.inflight_items: dict[str, bytes] = {}
         self._blocked_key: str | None = None
         self._block_next = False
         self._alive_at = 0.0
         self._swept_at = time.time()
+        self._consumed = False  # registered (by a scan) as a consumer
+        self._beating_since = 0.0
 
     # -- taking messages ---------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -128,6 +226,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
+        if not self._consumed:
+            self._consumed = True
+            ReliableChannel.consumers[self.inflight_key] = self
         if self._block_next:
             # The scan found nothing: wait on the first key (the others are scanned
             # again after at most ``timeout`` seconds).
@@ -183,42 +284,148 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
     # -- registration and orphans ------------------------------------------------------
     def maybe_refresh_binding_expiry(self) -> None:
-        """kombu's per-second hook: also keep this channel's registration fresh and
-        return the messages of dead consumers' in-flight lists."""
+        """kombu's per-second hook: also beat, and return the messages of dead consumers.
+
+        After this process's connection broke (a Redis restart or outage), its new consumer
+        leaves alone, for a grace period, the consumers that last beat around the break:
+        every worker's connection broke then, and each returns what its own broken one held
+        when it reconnects (not a death). Consumers silent since before the break, or since
+        after this consumer started, are swept as usual."""
         super().maybe_refresh_binding_expiry()
         if not self.active_queues:
             return
         now = time.time()
         if now - self._alive_at >= self.inflight_refresh_interval:
-            with self.conn_or_acquire() as client:
-                client.zadd(self.inflight_registry_key, {self.inflight_key: now})
+            self.heartbeat(now)
             self._alive_at = now
-        if now - self._swept_at >= self.inflight_sweep_interval:
+            self._beating_since = self._beating_since or now
+            last, ReliableChannel.process_beat_at = ReliableChannel.process_beat_at, now
+            if last and now - last > 2 * self.inflight_refresh_interval + 1:
+                # No heartbeat got through for a while: the connection broke.
+                ReliableChannel.connection_broke_at = last
+                self._find_abandoned(last)
+            if ReliableChannel.abandoned:
+                try:
+                    self.restore_abandoned()
+                except self.connection_errors:
+                    raise
+                except Exception:
+                    logger.exception("could not return what this process's closed consumers held")
+        if now - self._swept_at >= self.inflight_sweep_interval and self._beating_since:
             self._swept_at = now
+            spare = None
+            broke_at = ReliableChannel.connection_broke_at
+            if broke_at and now - self._beating_since < self.inflight_grace:
+                spare = (broke_at - 2 * self.inflight_refresh_interval, self._beating_since)
             try:
-                self.restore_orphans(now - self.inflight_grace)
+                self.restore_orphans(now - self.inflight_grace, spare=spare)
             except self.connection_errors:
                 raise
             except Exception:
                 logger.exception("could not return orphaned in-flight messages")
 
-    def restore_orphans(self, stale_before: float) -> int:
-        """Return the messages of every in-flight list not refreshed since ``stale_before``."""
+    def heartbeat(self, now: float) -> None:
+        """Say this consumer is alive, and keep the messages it owns from the visibility
+        timeout. Finding itself unregistered while it holds messages means it was cut off
+        longer than the grace period and they were returned to their queues (they may run
+        twice): logged and signalled (``events.consumer_cut_off``)."""
+        with self.conn_or_acquire() as client:
+            registered, _owned = client.eval(
+                _HEARTBEAT, 4, self.inflight_registry_key, self.inflight_key, self.owned_key,
+                self.qos.unacked_index_key, now,
+            )  # fmt: skip
+        held = len(getattr(self.qos, "_delivered", None) or ())
+        if not registered and held and self._alive_at:
+            logger.error(
+                "this consumer (%s) was silent for longer than the grace period (%.0f s): its "
+                "%d unacknowledged message(s) were returned to their queues and may run twice",
+                self.inflight_key, self.inflight_grace, held,
+            )  # fmt: skip
+            from worker_app import events  # noqa: PLC0415 - the transport needs no signals else
+
+            events.consumer_cut_off.send(sender=self, held=held)
+
+    def _find_abandoned(self, broke_at: float) -> None:
+        """This process's consumers that have not beaten since its connection broke, but
+        not this connection's own: they belong to the broken one, whether or not Celery
+        closed them."""
+        mine = f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
+        with self.conn_or_acquire() as client:
+            for raw in client.zrangebyscore(self.inflight_registry_key, "-inf", broke_at):
+                name = bytes_to_str(raw)
+                sibling = ReliableChannel.consumers.get(name)
+                if name.startswith(mine) and (
+                    sibling is None or sibling.connection is not self.connection
+                ):
+                    ReliableChannel.abandoned.add(name)
+
+    def restore_abandoned(self) -> int:
+        """Return what this process's consumers held when their connection broke (a Redis
+        restart or outage): Celery dropped those requests when it reconnected and waits for
+        them to be delivered again. At once, and not counted as dead consumers."""
         restored = 0
         with self.conn_or_acquire() as client:
-            for raw_name in client.zrangebyscore(self.inflight_registry_key, "-inf", stale_before):
-                restored += self._restore_list(client, bytes_to_str(raw_name), stale_before)
+            for name in sorted(ReliableChannel.abandoned):
+                restored += self._restore_consumer(client, name, float("inf"), dead=False)
+                ReliableChannel.abandoned.discard(name)
         return restored
 
-    def _restore_list(self, client: Any, name: str, stale_before: float) -> int:
-        items = client.lrange(name, 0, -1)
-        targets = [self._restore_target(item) for item in items]
-        count = int(
-            client.eval(
-                _SWEEP, 2 + len(items), name, self.inflight_registry_key, *targets,
-                stale_before, *items,
+    def restore_orphans(self, stale_before: float, spare: tuple[float, float] | None = None) -> int:
+        """Return the messages of every consumer silent since ``stale_before``, except those
+        whose last heartbeat falls in ``spare`` (from, to)."""
+        restored = 0
+        with self.conn_or_acquire() as client:
+            found = client.zrangebyscore(
+                self.inflight_registry_key, "-inf", stale_before, withscores=True
             )
-        )  # fmt: skip
+            for raw_name, score in found:
+                if spare is not None and spare[0] <= score < spare[1]:
+                    continue
+                restored += self._restore_consumer(client, bytes_to_str(raw_name), stale_before)
+        return restored
+
+    def _restore_consumer(
+        self, client: Any, name: str, stale_before: float, closing: bool = False,
+        dead: bool = True,
+    ) -> int:  # fmt: skip
+        """Return everything consumer ``name`` held: its in-flight list (as it is) and the
+        unacknowledged messages it owned (marked redelivered, as kombu restores them); or,
+        ``closing`` (this consumer, closing), just the in-flight list. ``dead``: count it as a
+        dead consumer (not for this process's own broken connections)."""
+        keys: list[str] = [
+            self.inflight_registry_key, name, f"{name}:owned", self.qos.unacked_key,
+            self.qos.unacked_index_key, self.inflight_restored_key, self.inflight_dead_key,
+        ]  # fmt: skip
+
+        def key_index(key: str) -> int:
+            keys.append(key)
+            return len(keys)  # Lua's KEYS are 1-based
+
+        items = []
+        for item in client.lrange(name, 0, -1):
+            payload = loads(bytes_to_str(item))
+            queue, target = self._restore_target(payload)
+            items.append([bytes_to_str(item), key_index(target), queue])
+        owned: list[list[Any]] = []
+        tags = (
+            [] if closing else sorted(bytes_to_str(tag) for tag in client.smembers(f"{name}:owned"))
+        )
+        entries = client.hmget(self.qos.unacked_key, tags) if tags else []
+        for tag, entry in zip(tags, entries, strict=True):
+            if entry is None:  # acked since
+                owned.append([tag, False, "", []])
+                continue
+            payload, exchange, routing_key = loads(bytes_to_str(entry))
+            for field in (payload.get("headers"), payload.get("properties", {}).get(
+                    "delivery_info")):  # fmt: skip
+                if isinstance(field, dict):
+                    field["redelivered"] = True
+            queues = self._queues_of(exchange, routing_key)
+            priority = self._get_message_priority(payload, reverse=False)
+            pushes = [[key_index(self._q_for_pri(q, priority)), dumps(payload)] for q in queues]
+            owned.append([tag, bytes_to_str(entry), queues[0], pushes])
+        plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead})
+        count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan))
         if count > 0:
             logger.warning(
                 "returned %d message(s) that a stopped consumer had taken (%s) to their queues",
@@ -226,11 +433,19 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             )  # fmt: skip
         return max(count, 0)
 
-    def _restore_target(self, item: bytes) -> str:
-        payload = loads(bytes_to_str(item))
+    def _queues_of(self, exchange: str, routing_key: str) -> list[str]:
+        """The queues a message of (exchange, routing key) goes to (kombu's lookup returns a
+        list for the default exchange and a set for named ones), in a stable order."""
+        found = self._lookup(exchange, routing_key) or [routing_key]
+        return sorted(str(queue) for queue in found)
+
+    def _restore_target(self, payload: dict[str, Any]) -> tuple[str, str]:
+        """(queue, key) a never-delivered in-flight message goes back to."""
         info = payload["properties"]["delivery_info"]
-        queues = self._lookup(info["exchange"], info["routing_key"]) or [info["routing_key"]]
-        return str(self._q_for_pri(queues[0], self._get_message_priority(payload, reverse=False)))
+        queue = self._queues_of(info["exchange"], info["routing_key"])[0]
+        return queue, str(
+            self._q_for_pri(queue, self._get_message_priority(payload, reverse=False))
+        )
 
     def close(self) -> None:
         """Close, then return what this channel still holds in flight (never delivered).
@@ -244,18 +459,33 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         if self._in_poll:
             self._drop_pending_reply()
         if getattr(self.connection, "client", None) is None:
-            # The transport is detached: nothing reaches Redis from here. Unacked
-            # messages stay in its unacked hash (the visibility timeout returns them).
+            # The transport is detached: nothing reaches Redis from here. What this
+            # consumer holds stays owned by it: this process's next live consumer returns
+            # it (else a live consumer's sweep, once the heartbeat is older than the grace).
             self.do_restore = False
-        detached = not self.do_restore
+            if self._consumed:
+                self._abandon()
+        if self.do_restore and not self.closed:
+            # While the channel still reaches Redis: kombu's return of the unacked messages it
+            # holds (its close would do it, once), then the in-flight list kombu knows nothing
+            # of, and this consumer leaves the registry (a sweep would count it as dead).
+            try:
+                self.qos.restore_unacked_once()
+                with self.conn_or_acquire() as client:
+                    self._restore_consumer(client, self.inflight_key, float("inf"), closing=True)
+            except Exception:  # Redis may be gone: the process's next consumer returns them
+                logger.debug("could not return in-flight messages at close", exc_info=True)
+                if self._consumed:
+                    self._abandon()
         super().close()
-        if detached:
-            return
-        try:
-            with self.conn_or_acquire() as client:
-                self._restore_list(client, self.inflight_key, float("inf"))
-        except Exception:  # Redis may be gone; another consumer's sweep gets them later
-            logger.debug("could not return in-flight messages at close", exc_info=True)
+
+    def _abandon(self) -> None:
+        """Leave what this consumer holds to the process's next consumer (see
+        :meth:`restore_abandoned`), noting when its connection last worked."""
+        ReliableChannel.abandoned.add(self.inflight_key)
+        ReliableChannel.connection_broke_at = max(
+            ReliableChannel.connection_broke_at, self._alive_at
+        )
 
     def _drop_pending_reply(self) -> None:
         connection = self._in_poll

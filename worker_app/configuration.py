@@ -106,10 +106,14 @@ def is_configured(app: Any) -> bool:
 
 
 def load_and_check(settings: Settings) -> Catalogue:
-    """The pool catalogue in effect, checked against the visibility timeout: a message
-    must not be delivered again while it still runs."""
+    """The pool catalogue in effect. A time limit the visibility timeout does not cover is a
+    warning, not an error: with consumer heartbeats the timeout is only the backstop for
+    workers without worker_app's transport (see ``Catalogue.visibility_timeout_shortfalls``)."""
     catalogue = load_catalogue(settings.pools_file)
-    catalogue.check_visibility_timeout(settings.visibility_timeout, settings.max_time_limit)
+    for line in catalogue.visibility_timeout_shortfalls(
+        settings.visibility_timeout, settings.max_time_limit
+    ):
+        logger.warning(line)
     return catalogue
 
 
@@ -128,8 +132,14 @@ def transport_options(settings: Settings, current: dict[str, Any] | None = None)
     """Broker transport options: the user's, with the visibility timeout and priority queues
     the bundle relies on (Celery's default separator, so stock producers interoperate)."""
     options = dict(current or {})
+    grace = float(settings.consumer_grace)
     options.update(
         visibility_timeout=settings.visibility_timeout,
+        # Consumer heartbeats (worker_app.broker_transport): beat, and sweep for dead
+        # consumers (one ZRANGEBYSCORE), every 5 s or three times per grace period.
+        inflight_grace=grace,
+        inflight_refresh_interval=min(5.0, grace / 3),
+        inflight_sweep_interval=min(5.0, grace / 3),
         queue_order_strategy="priority",
         priority_steps=list(PRIORITY_STEPS),
         sep=PRIORITY_SEP,

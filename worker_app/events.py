@@ -24,3 +24,7 @@ breaker_state_changed = Signal(name="breaker_state_changed")
 
 #: A task hit a time limit (``task_id``, ``hard``: bool).
 time_limit_hit = Signal(name="time_limit_hit")
+
+#: A consumer found it was silent past the grace period: its messages went back to their
+#: queues while it held them (they may run twice). ``held``: how many it held.
+consumer_cut_off = Signal(name="consumer_cut_off")

@@ -5,9 +5,9 @@ everything else reads it: routing, ``worker-app worker --pool``, the exporter, t
 ``make up`` and the alert rules (through the exporter's SLO series).
 
 Validation is written here rather than with a schema library: the rules that matter are
-cross-field and cross-pool (soft below hard, one owner per queue and metrics port, limits
-under the visibility timeout) and each error must name the pool and the field, which a
-generic schema error does not; the per-field checks are a small table.
+cross-field and cross-pool (soft below hard, one owner per queue and metrics port) and each
+error must name the pool and the field, which a generic schema error does not; the per-field
+checks are a small table.
 """
 
 from __future__ import annotations
@@ -153,21 +153,29 @@ class Catalogue:
         """The longest hard time limit of any pool (under ``max_time_limit`` if given)."""
         return max(pool.capped(max_time_limit).time_limit for pool in self.pools)
 
-    def check_visibility_timeout(self, visibility_timeout: int, max_time_limit: int | None) -> None:
-        """A message must not be delivered again while it still runs: every pool's hard
-        limit (capped) plus 60 s must stay below the visibility timeout."""
+    def visibility_timeout_shortfalls(
+        self, visibility_timeout: int, max_time_limit: int | None
+    ) -> list[str]:
+        """Pools whose hard limit (capped) plus 60 s reaches the visibility timeout, each as a
+        line naming the pool. Harmless while every consumer runs worker_app's transport (its
+        heartbeats keep a live consumer's messages from the timeout); a worker without it
+        (stock Celery, during a rolling upgrade) would have such a task delivered twice."""
+        lines = []
         for pool in self.pools:
             limit = pool.capped(max_time_limit).time_limit
             if visibility_timeout <= limit + 60:
                 cap = f" (capped by WORKER_APP_MAX_TIME_LIMIT={max_time_limit})" if (
                     max_time_limit and max_time_limit < pool.time_limit
                 ) else ""  # fmt: skip
-                raise CatalogueError(
-                    f"{self.source}: pool {pool.name!r}: time_limit {limit}s{cap} needs "
-                    f"WORKER_APP_VISIBILITY_TIMEOUT above {limit + 60}s (it is "
-                    f"{visibility_timeout}s), or Redis re-delivers running tasks; lower the "
-                    "pool's time_limit, set WORKER_APP_MAX_TIME_LIMIT, or raise the timeout"
+                lines.append(
+                    f"{self.source}: pool {pool.name!r}: time_limit {limit}s{cap} outlasts "
+                    f"WORKER_APP_VISIBILITY_TIMEOUT ({visibility_timeout}s) - 60s: safe while "
+                    "every worker on this broker runs worker_app's transport (consumer "
+                    "heartbeats), but a worker without it (stock Celery, a rolling upgrade) "
+                    f"would run such a task twice; keep the timeout above {limit + 60}s until "
+                    "every worker runs worker_app"
                 )
+        return lines
 
     def as_dict(self) -> dict[str, Any]:
         """The catalogue as data (the file format)."""

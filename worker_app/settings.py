@@ -48,6 +48,9 @@ class Settings:
     # Longest hard time limit of any task on this broker (None: the longest pool's).
     # Lower it with the visibility timeout to get faster recovery after a worker crash.
     max_time_limit: int | None = None
+    # Seconds a consumer may miss its heartbeat before a live one returns what it held to the
+    # queues (worker_app.broker_transport): how soon a crashed worker's tasks run again.
+    consumer_grace: int = 30
     task_modules: tuple[str, ...] = field(default_factory=tuple)
     # The pool catalogue (None: the package's worker_app/pools.yml).
     pools_file: str | None = None
@@ -89,6 +92,9 @@ class Settings:
                 source, "WORKER_APP_VISIBILITY_TIMEOUT", cls.visibility_timeout, minimum=60
             ),
             max_time_limit=_int(source, "WORKER_APP_MAX_TIME_LIMIT", 0, minimum=10) or None,
+            consumer_grace=_int(
+                source, "WORKER_APP_CONSUMER_GRACE", cls.consumer_grace, minimum=10
+            ),
             task_modules=_csv(source.get("WORKER_APP_TASK_MODULES")),
             pools_file=source.get("WORKER_APP_POOLS_FILE") or None,
             dlq_max_entries=_int(

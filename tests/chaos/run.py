@@ -60,8 +60,12 @@ def _print_chaos(result: dict[str, Any]) -> None:
         ("Redis restarts (unavailable)",
          ", ".join(f"{r['unavailable_s']} s at t={r['at']} s" for r in result["redis"]) or "none"),
         ("producer publish retries", str(result["publish_retries"])),
-        ("taken messages of killed workers returned by the transport's sweep",
+        ("messages of killed main processes returned by the transport's sweep",
          str(result["in_flight_returned"])),
+        ("main-process kills holding messages: waited to be back, p50 / p99 / max (s)",
+         _recovery(result["recovery"])),
+        ("consumers the transport found dead (swept) / registered by killed main processes",
+         f"{result['consumers_swept_dead']} / {result['consumers_of_killed_mains']}"),
         ("worker 'Unrecoverable error' crashes", str(result["worker_unrecoverable_errors"])),
         ("side effect applied exactly once", str(a["effect_applied_once"])),
         ("non-idempotent tasks with duplicate effects (extra effects)",
@@ -79,6 +83,14 @@ def _print_chaos(result: dict[str, Any]) -> None:
         print(f"  {name:<{width}}  {value}")
 
 
+def _recovery(found: dict[str, Any]) -> str:
+    kill, message = found["per_kill_s"], found["per_message_s"]
+    return (f"{found['kills_holding_messages']} of {found['main_kills']}: {kill['p50']} / "
+            f"{kill['p99']} / {kill['max']} ({found['messages_held']} messages: "
+            f"{message['p50']} / {message['p99']} / {message['max']}; "
+            f"{found['still_held_at_end']} never back)")  # fmt: skip
+
+
 def _print_outage(result: dict[str, Any]) -> None:
     a = result["audit"]
     print(f"  backlog when Redis went away      {result['backlog_at_outage']} tasks")
@@ -87,6 +99,7 @@ def _print_outage(result: dict[str, Any]) -> None:
     print(f"  supervisord states during outage  {result['states_during_outage']}")
     print(f"  first task done after Redis back  {result['first_progress_after_s']} s")
     print(f"  backlog drained after Redis back  {result['drained_after_s']} s")
+    print(f"  consumers found dead (swept)      {result['consumers_swept_dead']}")
     print(f"  accounted / lost                  {a['accounted']}/{a['tasks']} / {a['lost']}")
     print(f"  duplicate effects (non-idempotent) {a['duplicate_effects']}")
 
@@ -99,8 +112,22 @@ def main() -> int:
     parser.add_argument("--outage", type=float, default=30.0, help="Redis outage (s); 0: skip")
     parser.add_argument("--outage-tasks", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument(
+        "--consumer-grace",
+        type=int,
+        default=ChaosConfig.consumer_grace,
+        help="WORKER_APP_CONSUMER_GRACE of the workers (s)",
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=int,
+        default=ChaosConfig.visibility_timeout,
+        help="WORKER_APP_VISIBILITY_TIMEOUT of the workers (s)",
+    )
     args = parser.parse_args()
-    config = ChaosConfig(tasks=args.tasks, publish_rate=args.rate, seed=args.seed)
+    config = ChaosConfig(tasks=args.tasks, publish_rate=args.rate, seed=args.seed,
+                         consumer_grace=args.consumer_grace,
+                         visibility_timeout=args.visibility_timeout)  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     failures = []
     with tempfile.TemporaryDirectory(prefix="chaos-") as raw:

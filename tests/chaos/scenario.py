@@ -5,9 +5,11 @@ four pools under a real supervisord, publish planned tasks from this process
 (a producer with a retry policy, as an application server has), break things,
 then audit every task (tests/chaos/ledger.py).
 
-The broker's visibility timeout is what brings back the messages a killed worker
-main process held (reserved, or waiting for a retry countdown); the runs lower
-it, with ``WORKER_APP_MAX_TIME_LIMIT``, so that recovery fits in a test.
+The transport's consumer heartbeats bring back the messages a killed worker main
+process held (reserved, or waiting for a retry countdown) once its heartbeat is
+older than ``WORKER_APP_CONSUMER_GRACE``; the visibility timeout stays at its
+production default (one hour) as the backstop. ``tests/chaos/recovery.py``
+measures how long those messages waited.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from kombu.exceptions import OperationalError
 
 from tests.chaos.fleet import Fleet
 from tests.chaos.ledger import Audit, Planned, audit, broker_idle, plan, queued
+from tests.chaos.recovery import UnackedSampler, consumers_of, recovery
 from tests.support.redis_server import RedisServer, start_redis
 from worker_app.dlq.writer import store_for
 from worker_app.factory import create_app
@@ -59,7 +62,10 @@ class ChaosConfig:
     redis_down_for: float = 2.0
     processes: int = 2
     max_time_limit: int = 10
-    visibility_timeout: int = 75
+    # The defaults of a production worker: the consumer heartbeats bring back what a killed
+    # main process held (after the grace period); the visibility timeout is only a backstop.
+    visibility_timeout: int = 3600
+    consumer_grace: int = 30
     seed: int = 20261122
     settle_timeout: float = 600.0
     loglevel: str = "WARNING"
@@ -97,6 +103,7 @@ def worker_env(server: RedisServer, config: ChaosConfig) -> dict[str, str]:
         "WORKER_APP_LOG_FORMAT": "json",
         "WORKER_APP_MAX_TIME_LIMIT": str(config.max_time_limit),
         "WORKER_APP_VISIBILITY_TIMEOUT": str(config.visibility_timeout),
+        "WORKER_APP_CONSUMER_GRACE": str(config.consumer_grace),
     }
 
 
@@ -180,6 +187,7 @@ def run_chaos(
     published, stop_chaos = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
     samples: list[dict[str, Any]] = []
+    sampler: UnackedSampler | None = None
     try:
         fleet.start()
         events.started = time.monotonic()
@@ -195,6 +203,8 @@ def run_chaos(
         for thread in threads:
             thread.start()
         client = server.client(0)
+        sampler = UnackedSampler(server.client(0), events.at)
+        sampler.start()
         restarted = False
         deadline = None
         last_report = 0.0
@@ -223,8 +233,8 @@ def run_chaos(
                 stop_chaos.set()
                 deadline = time.monotonic() + config.settle_timeout
                 log(f"  t={events.at():6.1f}s queues drained: chaos stops, waiting for the "
-                    f"messages killed workers held (visibility timeout "
-                    f"{config.visibility_timeout} s)")  # fmt: skip
+                    f"messages killed workers held (grace {config.consumer_grace} s, "
+                    f"visibility timeout {config.visibility_timeout} s)")  # fmt: skip
             if (
                 stop_chaos.is_set()
                 and current.accounted == config.tasks
@@ -237,9 +247,12 @@ def run_chaos(
         elapsed = events.at()
         final = audit(planned, client, store)
         still_unacked = client.hlen("unacked")
+        swept_dead = int(client.get("unacked_dead_consumers") or 0)
         logs = "".join(fleet.log(pool) for pool in QUEUE_NAMES)
     finally:
         stop_chaos.set()
+        if sampler is not None:
+            sampler.stop.set()
         fleet.stop()
         server.stop()
     kinds = Counter(k["kind"] for k in events.kills)
@@ -258,6 +271,16 @@ def run_chaos(
         "in_flight_returned": sum(int(n) for n in _RETURNED.findall(logs)),
         "worker_unrecoverable_errors": logs.count("Unrecoverable error"),
         "max_unacked": max((s["unacked"] for s in samples), default=0),
+        # How long the messages a killed main process held waited to be back on their queue.
+        "recovery": recovery(sampler.tags if sampler else {}, events.kills),
+        # Consumers the transport's sweep found dead: at most those of the main processes
+        # killed (the connections the Redis restart broke are returned by their own process,
+        # not deaths).
+        "consumers_swept_dead": swept_dead,
+        "consumers_of_killed_mains": consumers_of(
+            sampler.consumers if sampler else set(),
+            {k["pid"] for k in events.kills if k["kind"] == "main"},
+        ),
         "timeline": samples,
         "kill_log": events.kills,
     }  # fmt: skip
@@ -304,6 +327,7 @@ def run_outage(
             time.sleep(1)
         drained_after = time.monotonic() - back_at
         final = audit(planned, client, store)
+        swept_dead = int(client.get("unacked_dead_consumers") or 0)
         after = fleet.info()
         logs = {pool: fleet.log(pool) for pool in QUEUE_NAMES}
     finally:
@@ -322,6 +346,8 @@ def run_outage(
         "states_during_outage": sorted({p["statename"] for s in during for p in s.values()}),
         "first_progress_after_s": round(first_progress, 2) if first_progress else None,
         "drained_after_s": round(drained_after, 2),
+        # No process died: the connections the outage broke are not counted as dead consumers.
+        "consumers_swept_dead": swept_dead,
         "reconnect_messages": {
             pool: text.count("Trying to re-establish the connection") for pool, text in logs.items()
         },

@@ -15,10 +15,12 @@ from tests.chaos.run import chaos_failures, outage_failures
 from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
+GRACE = 10  # WORKER_APP_CONSUMER_GRACE of the short runs (its minimum)
 
 
 def test_nothing_is_lost_under_sigkills_and_a_redis_restart(tmp_path: Path) -> None:
-    result: dict[str, Any] = run_chaos(tmp_path, ChaosConfig(tasks=2000, kill_every=(1.0, 3.0)))
+    config = ChaosConfig(tasks=2000, kill_every=(1.0, 3.0), consumer_grace=GRACE)
+    result: dict[str, Any] = run_chaos(tmp_path, config)
     audit = result["audit"]
     print({k: v for k, v in result.items() if k not in ("timeline", "kill_log")})
     assert chaos_failures(result) == []
@@ -31,10 +33,17 @@ def test_nothing_is_lost_under_sigkills_and_a_redis_restart(tmp_path: Path) -> N
     assert audit["effect_applied_once"] + audit["non_idempotent_with_duplicate_effect"] == (
         audit["fates"]["ok"] + audit["fates"]["transient"]
     )
+    # What killed main processes held was back within the grace period and a sweep, with
+    # the one-hour visibility timeout (a heartbeat and a sweep every <= 5 s, and a margin).
+    assert result["consumers_swept_dead"] <= result["consumers_of_killed_mains"]
+    recovered = result["recovery"]
+    assert recovered["still_held_at_end"] == 0
+    if recovered["messages_held"]:
+        assert recovered["per_message_s"]["max"] <= GRACE + 15, recovered
 
 
 def test_workers_ride_out_a_30s_redis_outage_and_drain_the_backlog(tmp_path: Path) -> None:
-    result = run_outage(tmp_path, ChaosConfig(), tasks=2000, outage=30.0)
+    result = run_outage(tmp_path, ChaosConfig(consumer_grace=GRACE), tasks=2000, outage=30.0)
     print(result)
     assert result["backlog_at_outage"] > 0, "the outage must hit a backlog"
     assert outage_failures(result) == []
@@ -42,3 +51,4 @@ def test_workers_ride_out_a_30s_redis_outage_and_drain_the_backlog(tmp_path: Pat
     assert all(len(pids) == 1 for pids in result["main_pids_seen"].values())
     assert result["audit"]["accounted"] == 2000
     assert result["first_progress_after_s"] is not None
+    assert result["consumers_swept_dead"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -111,17 +112,28 @@ def test_a_bad_catalogue_is_refused_naming_the_pool_and_field(
 
 
 @pytest.mark.bad_input
-def test_a_time_limit_the_visibility_timeout_does_not_allow_names_the_pool(
-    tmp_path: Path,
+def test_a_time_limit_the_visibility_timeout_does_not_cover_is_a_warning_naming_the_pool(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """With consumer heartbeats the visibility timeout is a backstop: a longer time limit
+    starts (warned), since only a worker without worker_app's transport would run it twice."""
     path = tmp_path / "pools.yml"
     path.write_text(yaml.safe_dump(with_pools(extra={**REPORTS, "time_limit": 7200})))
     settings = Settings.from_env({"WORKER_APP_POOLS_FILE": str(path)})
-    with pytest.raises(CatalogueError) as excinfo:
-        load_and_check(settings)
-    assert f"{path}: pool 'reports': time_limit 7200s needs WORKER_APP_VISIBILITY_TIMEOUT" in str(
-        excinfo.value
-    )
+    with caplog.at_level("WARNING", logger="worker_app.configure"):
+        assert load_and_check(settings).pool("reports").time_limit == 7200
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith(f"{path}: pool 'reports': time_limit 7200s outlasts "
+                                "WORKER_APP_VISIBILITY_TIMEOUT (3600s)")  # fmt: skip
+    assert "keep the timeout above 7260s until every worker runs worker_app" in warned[0]
+    proc = cli("pools", env={"WORKER_APP_POOLS_FILE": str(path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"warning: {warned[0]}"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="worker_app.configure"):
+        load_and_check(dataclasses.replace(settings, visibility_timeout=7261))
+    assert caplog.records == []
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:

@@ -33,17 +33,22 @@ def ping() -> None:
 def pools(as_json: bool, path: str | None) -> None:
     """Print the pool catalogue in effect (limits under WORKER_APP_MAX_TIME_LIMIT).
 
-    Exits 2 with one line naming the pool and the field when the catalogue is not valid
-    or a time limit does not fit under WORKER_APP_VISIBILITY_TIMEOUT."""
-    from worker_app.factory import load_and_check  # noqa: PLC0415
+    Exits 2 with one line naming the pool and the field when the catalogue is not valid;
+    warns (standard error) of a time limit WORKER_APP_VISIBILITY_TIMEOUT does not cover."""
+    from worker_app.pools import load_catalogue  # noqa: PLC0415
 
     try:
         settings = Settings.from_env()
         if path is not None:
             settings = dataclasses.replace(settings, pools_file=path)
-        catalogue = load_and_check(settings).capped(settings.max_time_limit)
+        loaded = load_catalogue(settings.pools_file)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+    for line in loaded.visibility_timeout_shortfalls(
+        settings.visibility_timeout, settings.max_time_limit
+    ):
+        click.echo(f"warning: {line}", err=True)
+    catalogue = loaded.capped(settings.max_time_limit)
     if as_json:
         click.echo(json.dumps(catalogue.as_dict(), indent=2))
         return

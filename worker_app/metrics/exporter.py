@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from celery.utils.nodenames import nodesplit
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker_app.dlq.store import FIELD_SEP, DeadLetterStore
@@ -42,6 +42,12 @@ class QueueLayout:
     sep: str = "\x06\x16"
     global_keyprefix: str = ""
     unacked_key: str = "unacked"
+    # Consumer heartbeats (worker_app.broker_transport): the registry, the restored counts,
+    # and the grace period after which a silent consumer is dead.
+    consumer_registry_key: str = "unacked_inflight"
+    consumer_restored_key: str = "unacked_restored"
+    consumer_dead_key: str = "unacked_dead_consumers"
+    consumer_grace: float = 30.0
 
     def key(self, queue: str, step: int) -> str:
         """The list holding ``queue``'s messages of priority ``step``."""
@@ -57,6 +63,7 @@ class QueueLayout:
             sep=str(options.get("sep", "\x06\x16")),
             global_keyprefix=str(options.get("global_keyprefix", "")),
             unacked_key=str(options.get("unacked_key", "unacked")),
+            consumer_grace=float(options.get("inflight_grace", 30.0)),
         )
 
 
@@ -107,9 +114,16 @@ class BrokerCollector(Collector):
         pipe.zcard(self.dlq.keys[1])
         pipe.hgetall(self.dlq.keys[2])
         pipe.zrange(self.dlq.keys[1], 0, 0, withscores=True)
+        now = time.time()
+        pipe.zcount(layout.consumer_registry_key, now - layout.consumer_grace, "+inf")
+        pipe.zrange(layout.consumer_registry_key, 0, 0, withscores=True)
+        pipe.hgetall(layout.consumer_restored_key)
+        pipe.get(layout.consumer_dead_key)
         results = pipe.execute()
         lengths = results[: len(cells)]
-        unacked_total, dlq_total, dlq_counts, dlq_oldest = results[len(cells) :]
+        unacked_total, dlq_total, dlq_counts, dlq_oldest = results[len(cells) : len(cells) + 4]
+        alive, oldest, restored, dead = results[len(cells) + 4 :]
+        yield from _consumer_metrics(now, int(alive), oldest, restored, int(dead or 0))
 
         by_priority = GaugeMetricFamily(
             "worker_app_queue_length_by_priority",
@@ -192,6 +206,43 @@ class BrokerCollector(Collector):
             eta.add_metric([queue], float(scheduled.get(queue, 0)))
         yield by_queue
         yield eta
+
+
+def _consumer_metrics(
+    now: float,
+    alive: int,
+    oldest: list[tuple[bytes, float]],
+    restored: dict[bytes, bytes],
+    dead: int,
+) -> Iterator[Any]:
+    """Consumers alive, the age of the oldest heartbeat, consumers found dead, and the
+    messages returned from them by queue (counters Redis keeps: worker_app.broker_transport)."""
+    consumers = GaugeMetricFamily(
+        "worker_app_consumers_alive",
+        "Consuming channels whose heartbeat is within the grace period.",
+    )
+    consumers.add_metric([], float(alive))
+    yield consumers
+    age = GaugeMetricFamily(
+        "worker_app_consumer_oldest_heartbeat_age_seconds",
+        "Age of the oldest registered consumer heartbeat (0 when none).",
+    )
+    age.add_metric([], max(0.0, now - float(oldest[0][1])) if oldest else 0.0)
+    yield age
+    returned = CounterMetricFamily(
+        "worker_app_consumer_restored_messages",
+        "Messages returned to their queue because the consumer holding them died.",
+        labels=["queue_name"],
+    )
+    for queue, count in sorted(restored.items()):
+        returned.add_metric([queue.decode()], float(count))
+    yield returned
+    died = CounterMetricFamily(
+        "worker_app_consumers_died",
+        "Consumers found silent past the grace period (a worker crashed or was cut off).",
+    )
+    died.add_metric([], float(dead))
+    yield died
 
 
 def _describe_unacked(raw: bytes) -> tuple[str, bool]:

@@ -112,6 +112,12 @@ dlq_written = Counter(
     ("name", "queue_name", "reason"),
 )
 
+consumer_cut_off = Counter(
+    "worker_app_consumer_cut_off",
+    "Times this node's consumer found it had been silent past the grace period (cut off from "
+    "Redis): the messages it held went back to their queues and may run twice.",
+)
+
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 # Start times of the runs in this process, by task id.
@@ -249,6 +255,10 @@ def _on_dead_lettered(entry: Any = None, **_: Any) -> None:
         ).inc()
 
 
+def _on_consumer_cut_off(**_: Any) -> None:
+    consumer_cut_off.inc()
+
+
 _HANDLERS = (
     (signals.task_received, _on_received),
     (signals.task_prerun, _on_prerun),
@@ -263,6 +273,7 @@ _HANDLERS = (
     (events.breaker_state_changed, _on_breaker),
     (events.idempotent_skipped, _on_idempotent_skip),
     (events.task_dead_lettered, _on_dead_lettered),
+    (events.consumer_cut_off, _on_consumer_cut_off),
 )
 
 

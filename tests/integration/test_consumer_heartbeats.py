@@ -1,0 +1,327 @@
+"""Consumer heartbeats (worker_app.broker_transport): a dead consumer's messages come back as
+soon as its heartbeat is older than the grace period; a live consumer's never do, however long
+it holds them. Against a real redis-server, through kombu with the transport."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from tests.integration.conftest import StartWorker, records
+from tests.support import fleet_tasks
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
+from tests.support.workers import start_worker
+from worker_app.broker_transport import ReliableChannel
+
+pytestmark = pytest.mark.integration
+
+TRANSPORT = "worker_app.broker_transport:Transport"
+REGISTRY = ReliableChannel.inflight_registry_key
+RESTORED = ReliableChannel.inflight_restored_key
+DEAD = ReliableChannel.inflight_dead_key
+GRACE = 10  # WORKER_APP_CONSUMER_GRACE of this module's workers (its minimum)
+
+
+@pytest.fixture(scope="module")
+def worker_env(worker_env: dict[str, str]) -> dict[str, str]:
+    """Workers (and producers) of this module: the default one-hour visibility timeout, a
+    10 s grace period."""
+    return {**worker_env, "WORKER_APP_CONSUMER_GRACE": str(GRACE)}
+
+
+@pytest.fixture
+def connect(redis_server: RedisServer) -> Iterator[Any]:
+    opened: list[Connection] = []
+
+    def open_one(**options: Any) -> Connection:
+        conn = Connection(redis_server.url(0), transport=TRANSPORT, transport_options=options)
+        opened.append(conn)
+        return conn
+
+    yield open_one
+    for conn in opened:
+        conn.release()
+
+
+def _take(conn: Connection, queue: str) -> Any:
+    """One message of ``queue`` taken through a named exchange (kombu's SimpleQueue) and left
+    unacknowledged, as a worker holds a running or an ETA task."""
+    simple = conn.SimpleQueue(queue)
+    message = simple.get(block=True, timeout=5)
+    assert message is not None
+    return simple, message
+
+
+def test_a_dead_consumers_unacked_messages_come_back_once_marked_redelivered(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    producer = connect()
+    producer.SimpleQueue(queue).put({"n": 1})
+    producer.SimpleQueue(queue).put({"n": 2})
+    holder = connect()
+    _simple, first = _take(holder, queue)
+    _simple2, second = _take(holder, queue)
+    channel = holder.default_channel
+    assert client.smembers(channel.owned_key) == {
+        first.delivery_tag.encode(),
+        second.delivery_tag.encode(),
+    }
+    second.ack()  # done before the crash: not returned
+    assert client.smembers(channel.owned_key) == {first.delivery_tag.encode()}
+    # The holder dies: its heartbeat stops (made old here).
+    client.zadd(REGISTRY, {channel.inflight_key: time.time() - 120})
+    sweeper = connect().default_channel
+    assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert sweeper.restore_orphans(time.time() - 30) == 0  # once
+    back = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+    assert [json.loads(_body(m)) for m in back] == [{"n": 1}]
+    assert back[0]["headers"]["redelivered"] is True
+    assert client.hget("unacked", first.delivery_tag) is None
+    assert client.zscore("unacked_index", first.delivery_tag) is None
+    assert not client.exists(channel.owned_key, channel.inflight_key)
+    assert client.zscore(REGISTRY, channel.inflight_key) is None
+    assert client.hget(RESTORED, queue) == b"1"
+    assert client.get(DEAD) == b"1"
+
+
+def test_a_consumer_closing_returns_what_it_holds_and_leaves_the_registry(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    dead_before = int(client.get(DEAD) or 0)
+    holder = connect()
+    _simple, message = _take(holder, queue)
+    channel = holder.default_channel
+    channel.heartbeat(time.time())
+    assert client.zscore(REGISTRY, channel.inflight_key) is not None
+    holder.release()  # a worker's warm shutdown closes its channel
+    assert client.llen(queue) == 1  # the held message is back, once
+    assert client.hget("unacked", message.delivery_tag) is None
+    assert client.zscore(REGISTRY, channel.inflight_key) is None
+    assert not client.exists(channel.owned_key)
+    assert int(client.get(DEAD) or 0) == dead_before  # not a death
+
+
+def test_a_process_returns_what_its_broken_connection_held_without_counting_a_death(
+    connect: Any, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that broke (a Redis restart): its process's next consumer finds that no
+    heartbeat got through for a while and returns what the broken connection's consumer held
+    at once, not as a dead consumer; what the new consumer holds stays."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    connect().SimpleQueue(queue).put({"n": 2})
+    dead_before = int(client.get(DEAD) or 0)
+    broken = connect()
+    _simple, held = _take(broken, queue)
+    old = broken.default_channel
+    old.heartbeat(time.time())
+    # The connection breaks: nothing beats for a minute (made so here), and Celery drops it
+    # without closing its channel.
+    then = time.time() - 60
+    client.zadd(REGISTRY, {old.inflight_key: then})
+    monkeypatch.setattr(ReliableChannel, "process_beat_at", then)  # the process-wide state
+    monkeypatch.setattr(ReliableChannel, "connection_broke_at", 0.0)
+    new = connect()
+    # The new connection's first poll beats, notices the gap, and returns the broken
+    # consumer's message at once: it is the next one taken.
+    _simple2, again = _take(new, queue)
+    assert again.payload == {"n": 1}
+    assert again.headers["redelivered"] is True
+    channel = new.default_channel
+    assert again.delivery_tag == held.delivery_tag  # kombu's tag travels with the message
+    assert not client.exists(old.owned_key)
+    assert client.smembers(channel.owned_key) == {held.delivery_tag.encode()}
+    assert client.zscore(REGISTRY, old.inflight_key) is None
+    assert client.llen(queue) == 1  # {"n": 2}, untouched
+    channel._alive_at = 0.0
+    channel.maybe_refresh_binding_expiry()  # beats again: what it holds stays
+    assert client.hget("unacked", again.delivery_tag) is not None
+    assert client.zscore(REGISTRY, channel.inflight_key) is not None
+    assert int(client.get(DEAD) or 0) == dead_before
+    assert ReliableChannel.connection_broke_at == then
+
+
+def test_a_live_consumers_messages_are_never_restored_however_old(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    holder = connect(visibility_timeout=1)
+    _simple, message = _take(holder, queue)
+    channel = holder.default_channel
+    channel.heartbeat(time.time())
+    time.sleep(1.5)  # past the visibility timeout
+    channel.heartbeat(time.time())  # alive: its messages' unacked timestamps move on
+    other = connect(visibility_timeout=1).default_channel
+    other.qos.restore_visible(interval=1)
+    assert other.restore_orphans(time.time() - 30) == 0
+    assert client.llen(queue) == 0
+    assert client.hget("unacked", message.delivery_tag) is not None
+    # Without heartbeats (a worker without this transport), the visibility timeout is the
+    # backstop: the same message goes back.
+    time.sleep(1.5)
+    other.qos.restore_visible(interval=1)
+    assert client.llen(queue) == 1
+
+
+def _body(message: dict[str, Any]) -> str:
+    import base64  # noqa: PLC0415
+
+    body = message["body"]
+    return base64.b64decode(body).decode() if message["properties"].get("body_encoding") else body
+
+
+def _holds(state: Any, token: str) -> bool:
+    return any(token.encode() in entry for entry in state.hvals("unacked"))
+
+
+def test_a_killed_workers_running_and_countdown_tasks_run_again_within_the_grace_period(
+    start_pool_worker: StartWorker, client_app: Any, state: Any
+) -> None:
+    """SIGKILL of a worker's main process (and its pool) while it runs one task and holds a
+    countdown: both run again within grace + 15 s, with the one-hour visibility timeout."""
+    worker = start_pool_worker("low", "--concurrency", "1", node="low-killed@test")
+    running, countdown = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    # The countdown first: Celery raises its prefetch for a held ETA message, and with one
+    # process and a prefetch of one the running task would leave no room for it.
+    client_app.send_task("examples.record", args=[countdown], queue="low", countdown=20)
+    wait_until(lambda: _holds(state, countdown), timeout=15, what="the countdown held")
+    client_app.send_task("examples.sleepy", args=[running, 20], queue="low")
+    wait_until(lambda: records(state, f"started:{running}"), timeout=30, what="the task running")
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait()
+    killed = time.monotonic()
+    after = start_pool_worker("low", "--concurrency", "2", node="low-after@test")
+    wait_until(lambda: len(records(state, f"started:{running}")) == 2, timeout=GRACE + 30,
+               interval=0.2, what="the running task again")  # fmt: skip
+    again = time.monotonic() - killed
+    ran = wait_until(lambda: records(state, f"ran:{countdown}"), timeout=GRACE + 30,
+                     interval=0.2, what="the countdown task")  # fmt: skip
+    back = time.monotonic() - killed
+    print(f"running task again {again:.1f} s, countdown task ran {back:.1f} s after the kill")
+    assert again <= GRACE + 15, again
+    assert back <= GRACE + 15, back
+    assert ran == ["low low-after@test"]
+    os.killpg(after.process.pid, signal.SIGKILL)  # the re-run sleeps; no need to wait for it
+    after.process.wait()
+
+
+@pytest.mark.parametrize(
+    ("pool", "seconds", "grace"),
+    [
+        pytest.param("default", 70, GRACE, id="70s-task-grace-10s"),
+        # The long form (make chaos): a five-minute task, the 60 s grace of the issue.
+        pytest.param("low", 300, 60, id="5min-task-grace-60s",
+                     marks=[pytest.mark.long, pytest.mark.timeout(900)]),
+    ],
+)  # fmt: skip
+def test_a_live_worker_keeps_a_task_longer_than_the_timeouts_and_a_distant_countdown(
+    start_pool_worker: StartWorker, client_app: Any, state: Any, redis_server: RedisServer,
+    pool: str, seconds: int, grace: int,
+) -> None:  # fmt: skip
+    """On a live worker, a task that runs for several grace periods and past a 60 s
+    visibility timeout runs once, and a countdown of two hours stays with it (the backstop
+    never fires, however often it runs)."""
+    worker = start_pool_worker(
+        pool, "--concurrency", "2", node=f"{pool}-live@test",
+        WORKER_APP_VISIBILITY_TIMEOUT="60", WORKER_APP_CONSUMER_GRACE=str(grace),
+    )  # fmt: skip
+    long, distant = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    # The countdown first (prefetch: see the kill test above).
+    client_app.send_task("examples.record", args=[distant], queue=pool, countdown=7200)
+    wait_until(lambda: _holds(state, distant), timeout=15, what="the countdown held")
+    client_app.send_task("examples.sleepy", args=[long, seconds], queue=pool)
+    wait_until(lambda: records(state, f"started:{long}"), timeout=15, what="the long task")
+    began = time.monotonic()
+    backstops = 0
+    while not records(state, f"finished:{long}"):
+        assert time.monotonic() - began < seconds + 60, "the long task never finished"
+        time.sleep(min(31.0, max(1.0, seconds + 1 - (time.monotonic() - began))))
+        if time.monotonic() - began < 61:
+            continue
+        # What every consumer's backstop does (kombu's restore of the messages unacked for
+        # longer than the visibility timeout), run now: the live worker's are never due.
+        with Connection(redis_server.url(0), transport="kombu.transport.redis:Transport",
+                        transport_options={"visibility_timeout": 60}) as stock:  # fmt: skip
+            stock.default_channel.qos.restore_visible(interval=1)
+        backstops += 1
+        assert _holds(state, distant)
+        assert not any(distant.encode() in m for m in state.lrange(pool, 0, -1))
+    assert backstops >= 1
+    assert len(records(state, f"started:{long}")) == 1
+    assert records(state, f"ran:{distant}") == []
+    assert _holds(state, distant)
+    # Leave the queue to the next tests: the worker stops (handing the countdown back), and
+    # the countdown goes.
+    worker.stop()
+    state.delete(*state.keys(f"{pool}*"))
+
+
+def test_a_mixed_fleet_during_a_rolling_upgrade_loses_and_doubles_nothing(
+    start_pool_worker: StartWorker, worker_env: dict[str, str], client_app: Any, state: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The upgrade path: a stock Celery worker (kombu's own transport, no heartbeats) and a
+    worker_app worker consume one queue under load, with the visibility timeout the old fleet
+    needed (above its longest task + 60 s); the stock worker is then stopped (warm) and a
+    second worker_app worker takes its place, still under load. Every task runs exactly once,
+    short ones, long ones (past the grace period) and countdowns alike."""
+    fleet = {
+        "WORKER_APP_VISIBILITY_TIMEOUT": "120", "WORKER_APP_MAX_TIME_LIMIT": "50",
+        "WORKER_APP_TASK_MODULES": "worker_app.examples,tests.support.fleet_tasks",
+    }  # fmt: skip
+    state.delete(fleet_tasks.RUNS, fleet_tasks.NODES)
+    stock = start_worker(
+        ["celery", "-A", "tests.support.stock_celery", "worker", "-Q", "default", "-c", "2",
+         "-n", "stock@test", "-O", "fair", "--without-gossip", "--without-mingle", "-l", "INFO"],
+        {**worker_env, **fleet, "STOCK_CELERY_TASK_MODULES": "tests.support.fleet_tasks"},
+        tmp_path / "stock.log",
+    )  # fmt: skip
+    try:
+        start_pool_worker("default", "--concurrency", "2", node="default-new1@test", **fleet)
+        published: list[str] = []
+
+        def publish(count: int) -> None:
+            for n in range(len(published), len(published) + count):
+                long, later = n % 40 == 7, n % 25 == 3
+                result = client_app.send_task(
+                    "fleet.work", args=[2 * GRACE if long else 0.02], queue="default",
+                    priority=n % 10, countdown=GRACE + 5 if later else None,
+                )  # fmt: skip
+                published.append(result.id)
+                time.sleep(0.02)
+
+        publish(200)
+        stock.stop(timeout=60)  # warm: it finishes what runs and hands back what it holds
+        start_pool_worker("default", "--concurrency", "2", node="default-new2@test", **fleet)
+        publish(200)
+        wait_until(lambda: state.hlen(fleet_tasks.RUNS) == len(published), timeout=180,
+                   interval=0.5, what="every task run")  # fmt: skip
+        time.sleep(GRACE + 5)  # a late double would show here
+        runs = {k.decode(): int(v) for k, v in state.hgetall(fleet_tasks.RUNS).items()}
+    finally:
+        stock.stop(timeout=5)
+    assert sorted(runs) == sorted(published)
+    doubled = {task_id: n for task_id, n in runs.items() if n != 1}
+    assert doubled == {}
+    nodes = Counter(v.decode().split("@")[0] for v in state.hvals(fleet_tasks.NODES))
+    print(f"mixed fleet: {len(published)} tasks, runs by node {dict(nodes)}")
+    assert set(nodes) == {"stock", "default-new1", "default-new2"}, nodes
