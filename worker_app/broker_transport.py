@@ -31,6 +31,7 @@ URLs, Flower and every other kombu user see the usual scheme.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -130,6 +131,15 @@ elseif redis.call('SCARD', KEYS[3]) == 0 then
 end
 return restored
 """
+
+
+def reconnect_pause(down_for: float) -> float:
+    """The longest a worker whose connection broke ``down_for`` seconds ago may still wait
+    before its next reconnection attempt once Redis is back: Celery's consumer reconnects
+    through kombu's ``ensure_connection`` with its default backoff (pauses of 2, 4, 6 ... s,
+    at most 30 s); one step more, for an attempt that failed just as Redis came back."""
+    steps = math.ceil((math.sqrt(1 + 4 * max(down_for, 0.0)) - 1) / 2)  # k(k + 1) >= down_for
+    return min(30.0, 2.0 * (steps + 1))
 
 
 class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
@@ -287,10 +297,12 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         """kombu's per-second hook: also beat, and return the messages of dead consumers.
 
         After this process's connection broke (a Redis restart or outage), its new consumer
-        leaves alone, for a grace period, the consumers that last beat around the break:
-        every worker's connection broke then, and each returns what its own broken one held
-        when it reconnects (not a death). Consumers silent since before the break, or since
-        after this consumer started, are swept as usual."""
+        leaves alone the consumers that last beat around the break, for the grace period
+        plus the longest a worker that lost Redis with it may still pause between attempts
+        to reconnect (:func:`reconnect_pause`): every worker's connection broke then, and
+        each returns what its own broken one held when it reconnects (not a death).
+        Consumers silent since before the break, or since after this consumer started, are
+        swept as usual."""
         super().maybe_refresh_binding_expiry()
         if not self.active_queues:
             return
@@ -315,8 +327,12 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             self._swept_at = now
             spare = None
             broke_at = ReliableChannel.connection_broke_at
-            if broke_at and now - self._beating_since < self.inflight_grace:
-                spare = (broke_at - 2 * self.inflight_refresh_interval, self._beating_since)
+            margin = 2 * self.inflight_refresh_interval
+            down_for = self._beating_since - broke_at + margin
+            if broke_at and now - self._beating_since < self.inflight_grace + reconnect_pause(
+                down_for
+            ):
+                spare = (broke_at - margin, self._beating_since)
             try:
                 self.restore_orphans(now - self.inflight_grace, spare=spare)
             except self.connection_errors:

@@ -158,6 +158,37 @@ def test_a_process_returns_what_its_broken_connection_held_without_counting_a_de
     assert ReliableChannel.connection_broke_at == then
 
 
+def test_after_an_outage_a_worker_reconnecting_later_in_the_backoff_is_not_swept_as_dead(
+    connect: Any, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a 30 s outage, another worker may reconnect up to one backoff pause (12 s then)
+    after this one, later than the grace period: its broken consumer is spared until then,
+    and swept as dead only after it."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    dead_before = int(client.get(DEAD) or 0)
+    now = time.time()
+    broke_at = now - 42  # the last heartbeat before Redis went away for 30 s
+    other = connect()
+    _take(other, queue)
+    client.zadd(REGISTRY, {other.default_channel.inflight_key: broke_at - 2})
+    monkeypatch.setattr(ReliableChannel, "connection_broke_at", broke_at)
+    mine = connect(inflight_grace=GRACE)
+    mine.SimpleQueue(f"{queue}-mine").put({"n": 0})
+    _take(mine, f"{queue}-mine")  # consumes: has active queues
+    channel = mine.default_channel
+    monkeypatch.setattr(ReliableChannel, "process_beat_at", now)  # no gap seen again
+    channel._alive_at = now
+    for beating_for, swept in ((GRACE + 2, False), (GRACE + 20, True)):
+        channel._beating_since = now - beating_for  # reconnected that long ago
+        channel._swept_at = 0.0
+        channel.maybe_refresh_binding_expiry()
+        assert (client.zscore(REGISTRY, other.default_channel.inflight_key) is None) is swept
+    assert client.llen(queue) == 1  # back once, counted as one death
+    assert int(client.get(DEAD) or 0) == dead_before + 1
+
+
 def test_a_live_consumers_messages_are_never_restored_however_old(
     connect: Any, redis_server: RedisServer
 ) -> None:
