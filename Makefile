@@ -27,7 +27,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        rules unit integration test-fast molecule molecule-all test chaos chaos-quick bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
+        rules unit integration test-fast molecule molecule-all test chaos chaos-quick upstream bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
         deploy check rolling-deploy secrets rehearse rehearse-staging collection
 
 help: ## List the targets
@@ -162,6 +162,9 @@ molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every mole
 
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
+
+upstream: $(STAMP) ## kombu's own Redis integration tests, stock and with worker_app's transport, side by side
+	$(BIN)/python -m tests.upstream.run
 
 compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack (a kept one, else its own): make compat MIXIN_DIR=dir
 	@test -n "$(MIXIN_DIR)" || { echo "usage: make compat MIXIN_DIR=<celery-mixin's rendered dashboards and alerts>" >&2; exit 2; }
