@@ -24,6 +24,16 @@ and the unacknowledged messages it owned — to their queues in one script
 the backstop for messages no consumer owns (taken by a worker without this
 transport). Needs Redis >= 6.2.
 
+kombu's ``global_keyprefix`` is honoured: every key this transport names itself (queues,
+in-flight lists, owned sets, the registry and its counters) lives under the prefix; the
+registry holds consumer names without it.
+
+Where it differs from kombu by design: a consumer scans every key in priority order without
+blocking, and blocks (``BLMOVE``) only after an empty scan, on the first key; so a reply
+left pending while the worker has no room (kombu keeps a blocking ``BRPOP`` pending and
+delivers its message on resume) is often an empty scan, and the message published meanwhile
+is taken by the next command instead.
+
 :func:`install` makes it kombu's ``redis://`` transport in this process, so
 URLs, Flower and every other kombu user see the usual scheme.
 """
@@ -46,11 +56,12 @@ from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger("worker_app.broker")
 
-# KEYS: the queue keys in order, then the in-flight list and the registry; ARGV: now.
+# KEYS: the queue keys in order, then the in-flight list and the registry; ARGV: now, the
+# consumer's name (its in-flight list's name without global_keyprefix).
 # -> {key, message} moved from the first non-empty key into the in-flight list, or nil.
 _SCAN = """
 local n = #KEYS - 2
-redis.call('ZADD', KEYS[n + 2], ARGV[1], KEYS[n + 1])
+redis.call('ZADD', KEYS[n + 2], ARGV[1], ARGV[2])
 for i = 1, n do
   local item = redis.call('LMOVE', KEYS[i], KEYS[n + 1], 'RIGHT', 'LEFT')
   if item then return {KEYS[i], item} end
@@ -58,15 +69,14 @@ end
 return false
 """
 
-# A consumer's heartbeat. KEYS: the registry, the consumer (its in-flight list's name), its
-# owned set, the unacked index; ARGV: now.
-# -> {1 if it was registered, number of messages it owns}.
+# A consumer's heartbeat. KEYS: the registry, its owned set, the unacked index; ARGV: now, the
+# consumer's name. -> {1 if it was registered, number of messages it owns}.
 _HEARTBEAT = """
-local had = redis.call('ZSCORE', KEYS[1], KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], KEYS[2])
-local tags = redis.call('SMEMBERS', KEYS[3])
+local had = redis.call('ZSCORE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+local tags = redis.call('SMEMBERS', KEYS[2])
 for i = 1, #tags do
-  redis.call('ZADD', KEYS[4], 'XX', ARGV[1], tags[i])
+  redis.call('ZADD', KEYS[3], 'XX', ARGV[1], tags[i])
 end
 if had then return {1, #tags} end
 return {0, #tags}
@@ -74,7 +84,8 @@ return {0, #tags}
 
 # Return a dead consumer's messages. KEYS: the registry, the consumer (its in-flight list), its
 # owned set, the unacked hash, the unacked index, the restored-counts hash, the dead-consumers
-# counter, then the target queue keys. ARGV: stale-before timestamp, then the plan as JSON:
+# counter, then the target queue keys. ARGV: stale-before timestamp, the plan as JSON, the
+# consumer's name. The plan:
 # {"items": [[raw, key index, queue]...] (the in-flight list as read), "owned": [[tag,
 # unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool, "dead":
 # bool}. Entries acked meanwhile are skipped.
@@ -84,7 +95,7 @@ return {0, #tags}
 # process's own consumers whose connection broke (dead false) is not.
 # -> number of messages restored; -1 the consumer is alive; -2 its messages changed (retry).
 _SWEEP = """
-local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 if score and tonumber(score) > tonumber(ARGV[1]) then return -1 end
 local plan = cjson.decode(ARGV[2])
 local items = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -122,11 +133,11 @@ end
 redis.call('DEL', KEYS[2])
 if not plan.closing then
   redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[1], KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[3])
   if plan.dead then redis.call('INCR', KEYS[7]) end
 elseif redis.call('SCARD', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[1], KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[3])
 end
 return restored
 """
@@ -150,7 +161,7 @@ class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
             )
             pipe.sadd(channel.owned_key, delivery_tag)
             if raw is not None:
-                pipe.lrem(channel.inflight_key, 1, raw)
+                pipe.lrem(channel.physical(channel.inflight_key), 1, raw)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
 
@@ -200,8 +211,6 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.global_keyprefix:
-            raise ValueError("worker_app's Redis transport does not support global_keyprefix")
         # Which consumer holds a message, readable by an operator: host, process, channel.
         self.inflight_key = (
             f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
@@ -224,6 +233,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         if not queues:
             return
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        physical = [self.physical(key) for key in keys]
+        inflight = self.physical(self.inflight_key)
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         if not self._consumed:
@@ -233,12 +244,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             # The scan found nothing: wait on the first key (the others are scanned
             # again after at most ``timeout`` seconds).
             self._blocked_key = keys[0]
-            command: list[Any] = ["BLMOVE", keys[0], self.inflight_key, "RIGHT", "LEFT"]
+            command: list[Any] = ["BLMOVE", physical[0], inflight, "RIGHT", "LEFT"]
             command.append(timeout or 0)
         else:
             self._blocked_key = None
-            command = ["EVAL", _SCAN, len(keys) + 2, *keys]
-            command += [self.inflight_key, self.inflight_registry_key, time.time()]
+            command = ["EVAL", _SCAN, len(keys) + 2, *physical]
+            command += [inflight, self.physical(self.inflight_registry_key)]
+            command += [time.time(), self.inflight_key]
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -257,7 +269,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             if not found:
                 raise kombu_redis.Empty()
             key, item = found
-            dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
+            key = bytes_to_str(key)
+            if not blocked:  # the script returns the key as Redis knows it
+                key = key[len(self.global_keyprefix or "") :]
+            dest = key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             self._deliver_moved(item, dest)
             return True
@@ -278,9 +293,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 self.inflight_items.pop(tag, None)
             raise
         if tag is None or self.inflight_items.pop(tag, None) is not None:
-            # Delivered without an unacked record (a no-ack consumer): done with it.
-            with self.conn_or_acquire() as client:
-                client.lrem(self.inflight_key, 1, item)
+            # Delivered without an unacked record (a no-ack consumer): done with it. On the
+            # connection that just took it (alive), not a pooled one that may be half-open.
+            self.client.lrem(self.physical(self.inflight_key), 1, item)
 
     # -- registration and orphans ------------------------------------------------------
     def maybe_refresh_binding_expiry(self) -> None:
@@ -331,8 +346,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         twice): logged and signalled (``events.consumer_cut_off``)."""
         with self.conn_or_acquire() as client:
             registered, _owned = client.eval(
-                _HEARTBEAT, 4, self.inflight_registry_key, self.inflight_key, self.owned_key,
-                self.qos.unacked_index_key, now,
+                _HEARTBEAT, 3, self.physical(self.inflight_registry_key),
+                self.physical(self.owned_key), self.physical(self.qos.unacked_index_key),
+                now, self.inflight_key,
             )  # fmt: skip
         held = len(getattr(self.qos, "_delivered", None) or ())
         if not registered and held and self._alive_at:
@@ -351,7 +367,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         closed them."""
         mine = f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
         with self.conn_or_acquire() as client:
-            for raw in client.zrangebyscore(self.inflight_registry_key, "-inf", broke_at):
+            registry = self.physical(self.inflight_registry_key)
+            for raw in client.zrangebyscore(registry, "-inf", broke_at):
                 name = bytes_to_str(raw)
                 sibling = ReliableChannel.consumers.get(name)
                 if name.startswith(mine) and (
@@ -376,7 +393,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         restored = 0
         with self.conn_or_acquire() as client:
             found = client.zrangebyscore(
-                self.inflight_registry_key, "-inf", stale_before, withscores=True
+                self.physical(self.inflight_registry_key), "-inf", stale_before, withscores=True
             )
             for raw_name, score in found:
                 if spare is not None and spare[0] <= score < spare[1]:
@@ -392,17 +409,17 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         unacknowledged messages it owned (marked redelivered, as kombu restores them); or,
         ``closing`` (this consumer, closing), just the in-flight list. ``dead``: count it as a
         dead consumer (not for this process's own broken connections)."""
-        keys: list[str] = [
+        keys: list[str] = [self.physical(key) for key in (
             self.inflight_registry_key, name, f"{name}:owned", self.qos.unacked_key,
             self.qos.unacked_index_key, self.inflight_restored_key, self.inflight_dead_key,
-        ]  # fmt: skip
+        )]  # fmt: skip
 
         def key_index(key: str) -> int:
-            keys.append(key)
+            keys.append(self.physical(key))
             return len(keys)  # Lua's KEYS are 1-based
 
         items = []
-        for item in client.lrange(name, 0, -1):
+        for item in client.lrange(self.physical(name), 0, -1):
             payload = loads(bytes_to_str(item))
             queue, target = self._restore_target(payload)
             items.append([bytes_to_str(item), key_index(target), queue])
@@ -410,7 +427,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         tags = (
             [] if closing else sorted(bytes_to_str(tag) for tag in client.smembers(f"{name}:owned"))
         )
-        entries = client.hmget(self.qos.unacked_key, tags) if tags else []
+        entries = client.hmget(self.physical(self.qos.unacked_key), tags) if tags else []
         for tag, entry in zip(tags, entries, strict=True):
             if entry is None:  # acked since
                 owned.append([tag, False, "", []])
@@ -425,13 +442,20 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             pushes = [[key_index(self._q_for_pri(q, priority)), dumps(payload)] for q in queues]
             owned.append([tag, bytes_to_str(entry), queues[0], pushes])
         plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead})
-        count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan))
+        count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan, name))
         if count > 0:
             logger.warning(
                 "returned %d message(s) that a stopped consumer had taken (%s) to their queues",
                 count, name,
             )  # fmt: skip
         return max(count, 0)
+
+    def physical(self, key: str) -> str:
+        """``key`` as Redis knows it: with ``global_keyprefix``. kombu's client adds the prefix
+        to the commands it knows (``SADD``, ``ZADD``, ``HSET``, ``SMEMBERS``...); the others
+        this transport sends (scripts, ``BLMOVE``, ``LREM``, ``LRANGE``, ``HMGET``,
+        ``ZRANGEBYSCORE``) get it here. Consumer names in the registry carry no prefix."""
+        return f"{self.global_keyprefix or ''}{key}"
 
     def _queues_of(self, exchange: str, routing_key: str) -> list[str]:
         """The queues a message of (exchange, routing key) goes to (kombu's lookup returns a

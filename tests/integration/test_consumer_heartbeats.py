@@ -158,6 +158,38 @@ def test_a_process_returns_what_its_broken_connection_held_without_counting_a_de
     assert ReliableChannel.connection_broke_at == then
 
 
+def test_with_a_global_keyprefix_every_key_is_under_it_and_the_sweep_works(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    """kombu's ``global_keyprefix`` (several apps on one Redis): the queues, the unacked
+    records, the consumer registry, in-flight lists and owned sets all live under the prefix,
+    and a dead consumer's message comes back to the prefixed queue."""
+    client = redis_server.client(0)
+    prefix = f"app-{uuid.uuid4().hex[:6]}:"
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    before = set(client.keys("*"))
+    connect(global_keyprefix=prefix).SimpleQueue(queue).put({"n": 1})
+    holder = connect(global_keyprefix=prefix)
+    _simple, message = _take(holder, queue)
+    channel = holder.default_channel
+    channel.heartbeat(time.time())
+    written = {key.decode() for key in set(client.keys("*")) - before}
+    assert written and all(key.startswith(prefix) for key in written), written
+    assert client.smembers(prefix + channel.owned_key) == {message.delivery_tag.encode()}
+    assert client.zscore(prefix + REGISTRY, channel.inflight_key) is not None
+    client.zadd(prefix + REGISTRY, {channel.inflight_key: time.time() - 120})  # it died
+    sweeper = connect(global_keyprefix=prefix).default_channel
+    assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert client.llen(prefix + queue) == 1
+    assert client.hget(prefix + "unacked", message.delivery_tag) is None
+    assert client.zscore(prefix + REGISTRY, channel.inflight_key) is None
+    assert {key.decode() for key in set(client.keys("*")) - before} <= written | {
+        prefix + queue,
+        prefix + DEAD,
+        prefix + RESTORED,
+    }
+
+
 def test_a_live_consumers_messages_are_never_restored_however_old(
     connect: Any, redis_server: RedisServer
 ) -> None:
