@@ -529,7 +529,34 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu is untype
 TRANSPORT_PATH = f"{__name__}:Transport"
 
 
+#: kombu releases (major.minor) kombu's own Redis suite passed on with this transport
+#: (``make upstream``); it overrides private parts of kombu, so no other is trusted.
+TESTED_KOMBU = ("5.7",)
+
+
+class UntestedKombuError(RuntimeError):
+    """kombu is not a release this transport was tested on."""
+
+
+def check_kombu(version: str | None = None) -> None:
+    """Refuse a kombu release the transport was not tested on, naming the tested ones."""
+    version = version or str(kombu.__version__)
+    if ".".join(version.split(".")[:2]) not in TESTED_KOMBU:
+        tested = ", ".join(f"{release}.x" for release in TESTED_KOMBU)
+        raise UntestedKombuError(
+            f"worker_app's Redis transport replaces private parts of kombu and is tested on "
+            f"kombu {tested} (make upstream); this process has kombu {version}: install a "
+            f"tested one (pip install 'kombu>={TESTED_KOMBU[0]},<{_next(TESTED_KOMBU[-1])}')"
+        )
+
+
+def _next(release: str) -> str:
+    major, minor = release.split(".")
+    return f"{major}.{int(minor) + 1}"
+
+
 def install() -> None:
-    """Serve ``redis://`` URLs with :class:`Transport` in this process."""
+    """Serve ``redis://`` URLs with :class:`Transport` in this process (on a tested kombu)."""
+    check_kombu()
     kombu.transport.TRANSPORT_ALIASES["redis"] = TRANSPORT_PATH
     kombu.transport._transport_cache.pop("redis", None)
