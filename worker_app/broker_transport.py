@@ -398,7 +398,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             for raw_name, score in found:
                 if spare is not None and spare[0] <= score < spare[1]:
                     continue
-                restored += self._restore_consumer(client, bytes_to_str(raw_name), stale_before)
+                name = bytes_to_str(raw_name)
+                try:
+                    restored += self._restore_consumer(client, name, stale_before)
+                except self.connection_errors:
+                    raise
+                except Exception:  # one consumer's bad message must not strand the others'
+                    logger.exception("could not return what consumer %s held; it stays", name)
         return restored
 
     def _restore_consumer(

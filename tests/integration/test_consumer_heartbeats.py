@@ -190,6 +190,31 @@ def test_with_a_global_keyprefix_every_key_is_under_it_and_the_sweep_works(
     }
 
 
+def test_a_dead_consumer_holding_an_unreadable_message_does_not_strand_the_others(
+    connect: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep goes on past a consumer whose in-flight list holds something it cannot
+    route (logged, kept for a person to look at): the next dead consumer's message is back."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    holder = connect()
+    _simple, _held = _take(holder, queue)
+    channel = holder.default_channel
+    broken = f"{REGISTRY}:elsewhere:1:{uuid.uuid4().hex[:12]}"
+    client.lpush(broken, b"not a message")
+    old = time.time() - 120
+    client.zadd(REGISTRY, {broken: old - 1, channel.inflight_key: old})  # both dead
+    sweeper = connect().default_channel
+    with caplog.at_level("ERROR", logger="worker_app.broker"):
+        assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert client.llen(queue) == 1
+    assert client.lrange(broken, 0, -1) == [b"not a message"]
+    assert any(broken in record.getMessage() for record in caplog.records)
+    client.delete(broken)
+    client.zrem(REGISTRY, broken)
+
+
 def test_a_live_consumers_messages_are_never_restored_however_old(
     connect: Any, redis_server: RedisServer
 ) -> None:
