@@ -8,8 +8,8 @@ main process killed in that window, or Redis stopped in it, loses the message:
 `make chaos` lost four of 10,000 tasks this way.
 
 Here the message is *moved* instead, atomically, into an in-flight list of the
-consuming channel (``LMOVE`` in a script for all keys in priority order, else
-``BLMOVE`` on the first key), and taken out of that list in the same
+consuming channel (``LMOVE`` in a script for all keys in priority order), and taken out
+of that list in the same
 transaction that records it as unacknowledged — and as *owned* by the channel
 (a set of delivery tags per consumer).
 
@@ -28,11 +28,17 @@ kombu's ``global_keyprefix`` is honoured: every key this transport names itself 
 in-flight lists, owned sets, the registry and its counters) lives under the prefix; the
 registry holds consumer names without it.
 
-Where it differs from kombu by design: a consumer scans every key in priority order without
-blocking, and blocks (``BLMOVE``) only after an empty scan, on the first key; so a reply
-left pending while the worker has no room (kombu keeps a blocking ``BRPOP`` pending and
-delivers its message on resume) is often an empty scan, and the message published meanwhile
-is taken by the next command instead.
+No Redis command blocks on several lists and moves a message atomically, so an idle consumer
+waits on *bells* instead: every publish through this transport also pushes to its queue's
+bell list (``<queue>\x06\x16bell``, capped at ``BELLS``) in the same round trip, and a
+consumer after an empty scan blocks (``BRPOP``) on the bells of its queues, then scans
+again. A message from a producer without this transport is found by the next scan, at most
+``brpop_timeout`` (1 s) later.
+
+Where it differs from kombu by design: a reply left pending while the worker has no room
+(kombu keeps a blocking ``BRPOP`` for messages pending and delivers its message on resume) is
+an empty scan or a bell here, and the message published meanwhile comes with the next
+command.
 
 :func:`install` makes it kombu's ``redis://`` transport in this process, so
 URLs, Flower and every other kombu user see the usual scheme.
@@ -55,6 +61,9 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger("worker_app.broker")
+
+#: rings kept per queue bell (publishes while no consumer waits); one wakes one consumer
+BELLS = 64
 
 # KEYS: the queue keys in order, then the in-flight list and the registry; ARGV: now, the
 # consumer's name (its in-flight list's name without global_keyprefix).
@@ -218,7 +227,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         )
         self.owned_key = f"{self.inflight_key}:owned"
         self.inflight_items: dict[str, bytes] = {}
-        self._blocked_key: str | None = None
+        self._waiting = False  # the command in flight waits for a bell
         self._block_next = False
         self._alive_at = 0.0
         self._swept_at = time.time()
@@ -241,13 +250,14 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             self._consumed = True
             ReliableChannel.consumers[self.inflight_key] = self
         if self._block_next:
-            # The scan found nothing: wait on the first key (the others are scanned
-            # again after at most ``timeout`` seconds).
-            self._blocked_key = keys[0]
-            command: list[Any] = ["BLMOVE", physical[0], inflight, "RIGHT", "LEFT"]
+            # The scan found nothing: wait for a bell of any of these queues (rung by every
+            # publish through this transport), then scan again; without one, scan again
+            # after ``timeout`` seconds (a producer without this transport).
+            self._waiting = True
+            command: list[Any] = ["BRPOP", *(self.physical(self.bell(q)) for q in queues)]
             command.append(timeout or 0)
         else:
-            self._blocked_key = None
+            self._waiting = False
             command = ["EVAL", _SCAN, len(keys) + 2, *physical]
             command += [inflight, self.physical(self.inflight_registry_key)]
             command += [time.time(), self.inflight_key]
@@ -255,23 +265,22 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
-            blocked = self._blocked_key
+            waiting = self._waiting
             try:
                 reply = self.client.parse_response(
-                    self.client.connection, "BLMOVE" if blocked else "EVAL", **options
+                    self.client.connection, "BRPOP" if waiting else "EVAL", **options
                 )
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            found = (blocked, reply) if blocked and reply is not None else reply or None
-            # After an empty scan, block; after a block or a message, scan again.
-            self._block_next = blocked is None and found is None
-            if not found:
+            # After an empty scan, wait for a bell; after a bell, a timeout or a message,
+            # scan again.
+            self._block_next = not waiting and not reply
+            if waiting or not reply:
                 raise kombu_redis.Empty()
-            key, item = found
-            key = bytes_to_str(key)
-            if not blocked:  # the script returns the key as Redis knows it
-                key = key[len(self.global_keyprefix or "") :]
+            key, item = reply
+            # The script returns the key as Redis knows it.
+            key = bytes_to_str(key)[len(self.global_keyprefix or "") :]
             dest = key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             self._deliver_moved(item, dest)
@@ -456,10 +465,51 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             )  # fmt: skip
         return max(count, 0)
 
+    # -- publishing: the message, and its queue's bell -----------------------------------
+    def bell(self, queue: str) -> str:
+        """The list a publish to ``queue`` rings (pushes to) and idle consumers wait on."""
+        return f"{queue}{self.sep}bell"
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, and a ring of the queue's bell in the same round trip: an idle
+        consumer of any of its queues wakes at once (no Redis command blocks on several
+        lists and moves atomically, so consumers wait on the bells, then scan)."""
+        bell = self.bell(queue)
+        batch = kwargs.get("_publish_batch")
+        expires = self._expires.get(queue) if self._expires else None
+        if batch is not None:
+            super()._put(queue, message, **kwargs)
+            batch.add("lpush", bell, 1)
+            batch.add("ltrim", self.physical(bell), 0, BELLS - 1)
+            if expires:
+                batch.add("pexpire", bell, expires)
+            return
+        priority = self._get_message_priority(message, reverse=False)
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
+            pipe.lpush(bell, 1)
+            pipe.ltrim(self.physical(bell), 0, BELLS - 1)  # LTRIM: kombu does not prefix it
+            if expires:  # the queue's keys expire together (x-expires)
+                for key in [*(self._q_for_pri(queue, step) for step in self.priority_steps), bell]:
+                    pipe.pexpire(key, expires)
+            pipe.execute()
+
+    def _maybe_update_queues_expire(self, client: Any, queue: str) -> None:
+        """kombu's refresh of an expiring queue's keys, its bell included."""
+        super()._maybe_update_queues_expire(client, queue)
+        if self._expires and queue in self._expires:
+            client.pexpire(self.bell(queue), self._expires[queue])
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        """kombu's queue delete, and the queue's bell."""
+        super()._delete(queue, *args, **kwargs)
+        with self.conn_or_acquire(client=kwargs.get("client")) as client:
+            client.delete(self.bell(queue))
+
     def physical(self, key: str) -> str:
         """``key`` as Redis knows it: with ``global_keyprefix``. kombu's client adds the prefix
         to the commands it knows (``SADD``, ``ZADD``, ``HSET``, ``SMEMBERS``...); the others
-        this transport sends (scripts, ``BLMOVE``, ``LREM``, ``LRANGE``, ``HMGET``,
+        this transport sends (scripts, ``LTRIM``, ``LREM``, ``LRANGE``, ``HMGET``,
         ``ZRANGEBYSCORE``) get it here. Consumer names in the registry carry no prefix."""
         return f"{self.global_keyprefix or ''}{key}"
 
@@ -521,7 +571,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         connection = self._in_poll
         self._in_poll = None
         try:
-            self.client.parse_response(connection, "BLMOVE" if self._blocked_key else "EVAL")
+            self.client.parse_response(connection, "BRPOP" if self._waiting else "EVAL")
         except Exception:  # a dead connection: nothing to read
             connection.disconnect()
 

@@ -215,6 +215,28 @@ def test_a_dead_consumer_holding_an_unreadable_message_does_not_strand_the_other
     client.zrem(REGISTRY, broken)
 
 
+def test_a_publish_rings_its_queues_bell_which_stays_small_and_goes_with_the_queue(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    """Every publish through the transport pushes to its queue's bell (what an idle consumer
+    waits on, for every queue and priority step at once); the bell keeps at most ``BELLS``
+    rings and is deleted with its queue."""
+    from worker_app.broker_transport import BELLS  # noqa: PLC0415
+
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    conn = connect()
+    bell = conn.default_channel.bell(queue)
+    simple = conn.SimpleQueue(queue)
+    simple.put({"n": 0}, priority=9)
+    assert client.llen(bell) == 1
+    for n in range(BELLS + 10):
+        simple.put({"n": n})
+    assert client.llen(bell) == BELLS
+    simple.queue(conn.default_channel).delete()
+    assert not client.exists(bell)
+
+
 def test_a_live_consumers_messages_are_never_restored_however_old(
     connect: Any, redis_server: RedisServer
 ) -> None:
