@@ -97,7 +97,8 @@ return {0, #tags}
 # consumer's name. The plan:
 # {"items": [[raw, key index, queue]...] (the in-flight list as read), "owned": [[tag,
 # unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool, "dead":
-# bool}. Entries acked meanwhile are skipped.
+# bool, "bells": [key index...], "bell_cap": int}. Entries acked meanwhile are skipped; the
+# bells of the queues messages went back to are rung.
 # closing (a consumer closing itself, after kombu returned its unacked messages): only the
 # in-flight list goes back, and the consumer is unregistered if it owns nothing any more.
 # A dead consumer swept is counted in the dead-consumers counter (KEYS[7]); one of this
@@ -137,6 +138,12 @@ for _, t in ipairs(plan.owned) do
     redis.call('ZREM', KEYS[5], t[1])
     redis.call('HINCRBY', KEYS[6], t[3], 1)
     restored = restored + 1
+  end
+end
+if restored > 0 then
+  for _, b in ipairs(plan.bells) do
+    redis.call('LPUSH', KEYS[b], 1)
+    redis.call('LTRIM', KEYS[b], 0, plan.bell_cap - 1)
   end
 end
 redis.call('DEL', KEYS[2])
@@ -434,10 +441,12 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             return len(keys)  # Lua's KEYS are 1-based
 
         items = []
+        targets: set[str] = set()  # the queues messages go back to
         for item in client.lrange(self.physical(name), 0, -1):
             payload = loads(bytes_to_str(item))
             queue, target = self._restore_target(payload)
             items.append([bytes_to_str(item), key_index(target), queue])
+            targets.add(queue)
         owned: list[list[Any]] = []
         tags = (
             [] if closing else sorted(bytes_to_str(tag) for tag in client.smembers(f"{name}:owned"))
@@ -456,7 +465,11 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             priority = self._get_message_priority(payload, reverse=False)
             pushes = [[key_index(self._q_for_pri(q, priority)), dumps(payload)] for q in queues]
             owned.append([tag, bytes_to_str(entry), queues[0], pushes])
-        plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead})
+            targets.update(queues)
+        # Their queues' bells ring (when anything went back): an idle consumer takes them now.
+        bells = [key_index(self.bell(queue)) for queue in sorted(targets)]
+        plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead,
+                      "bells": bells, "bell_cap": BELLS})  # fmt: skip
         count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan, name))
         if count > 0:
             logger.warning(

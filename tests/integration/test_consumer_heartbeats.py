@@ -84,7 +84,9 @@ def test_a_dead_consumers_unacked_messages_come_back_once_marked_redelivered(
     # The holder dies: its heartbeat stops (made old here).
     client.zadd(REGISTRY, {channel.inflight_key: time.time() - 120})
     sweeper = connect().default_channel
+    client.delete(sweeper.bell(queue))
     assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert client.llen(sweeper.bell(queue)) == 1  # rung: an idle consumer takes it at once
     assert sweeper.restore_orphans(time.time() - 30) == 0  # once
     back = [json.loads(m) for m in client.lrange(queue, 0, -1)]
     assert [json.loads(_body(m)) for m in back] == [{"n": 1}]
