@@ -27,7 +27,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        rules unit integration test-fast molecule molecule-all test chaos chaos-quick bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
+        rules unit integration test-fast molecule molecule-all test chaos chaos-quick upstream bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
         deploy check rolling-deploy secrets rehearse rehearse-staging collection
 
 help: ## List the targets
@@ -139,8 +139,11 @@ lint: $(STAMP) ## ansible-lint (production), yamllint, ruff, mypy --strict
 unit: $(STAMP) ## Unit tests (pure logic)
 	$(PYTEST) tests/unit
 
-integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers (not the long forms: make chaos)
-	$(PYTEST) -m "not long" tests/integration tests/roles
+# Modules run INTEGRATION_JOBS at a time (each keeps its own redis-server and workers): most
+# of the suite's time is spent waiting on workers, heartbeats and alert timers, not on the CPU.
+INTEGRATION_JOBS ?= 4
+integration: $(STAMP) ## Integration tests: real redis-server, real Celery workers (not the long forms: make chaos); INTEGRATION_JOBS=1 for one at a time
+	$(PYTEST) -m "not long" $(if $(filter-out 1,$(INTEGRATION_JOBS)),-n $(INTEGRATION_JOBS) --dist loadfile) --durations=15 tests/integration tests/roles
 
 # Holds rules/ and tests/ (the bad-input suite points it at a broken copy).
 PROMETHEUS_DIR ?= prometheus
@@ -162,6 +165,9 @@ molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every mole
 
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
+
+upstream: $(STAMP) ## kombu's own Redis integration tests, stock and with worker_app's transport, side by side
+	$(BIN)/python -m tests.upstream.run
 
 compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack (a kept one, else its own): make compat MIXIN_DIR=dir
 	@test -n "$(MIXIN_DIR)" || { echo "usage: make compat MIXIN_DIR=<celery-mixin's rendered dashboards and alerts>" >&2; exit 2; }

@@ -8,8 +8,8 @@ main process killed in that window, or Redis stopped in it, loses the message:
 `make chaos` lost four of 10,000 tasks this way.
 
 Here the message is *moved* instead, atomically, into an in-flight list of the
-consuming channel (``LMOVE`` in a script for all keys in priority order, else
-``BLMOVE`` on the first key), and taken out of that list in the same
+consuming channel (``LMOVE`` in a script for all keys in priority order), and taken out
+of that list in the same
 transaction that records it as unacknowledged — and as *owned* by the channel
 (a set of delivery tags per consumer).
 
@@ -23,6 +23,22 @@ and the unacknowledged messages it owned — to their queues in one script
 (atomically, once), and counts them by queue. The visibility timeout stays as
 the backstop for messages no consumer owns (taken by a worker without this
 transport). Needs Redis >= 6.2.
+
+kombu's ``global_keyprefix`` is honoured: every key this transport names itself (queues,
+in-flight lists, owned sets, the registry and its counters) lives under the prefix; the
+registry holds consumer names without it.
+
+No Redis command blocks on several lists and moves a message atomically, so an idle consumer
+waits on *bells* instead: every publish through this transport also pushes to its queue's
+bell list (``<queue>\x06\x16bell``, capped at ``BELLS``) in the same round trip, and a
+consumer after an empty scan blocks (``BRPOP``) on the bells of its queues, then scans
+again. A message from a producer without this transport is found by the next scan, at most
+``brpop_timeout`` (1 s) later.
+
+Where it differs from kombu by design: a reply left pending while the worker has no room
+(kombu keeps a blocking ``BRPOP`` for messages pending and delivers its message on resume) is
+an empty scan or a bell here, and the message published meanwhile comes with the next
+command.
 
 :func:`install` makes it kombu's ``redis://`` transport in this process, so
 URLs, Flower and every other kombu user see the usual scheme.
@@ -47,11 +63,15 @@ from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger("worker_app.broker")
 
-# KEYS: the queue keys in order, then the in-flight list and the registry; ARGV: now.
+#: rings kept per queue bell (publishes while no consumer waits); one wakes one consumer
+BELLS = 64
+
+# KEYS: the queue keys in order, then the in-flight list and the registry; ARGV: now, the
+# consumer's name (its in-flight list's name without global_keyprefix).
 # -> {key, message} moved from the first non-empty key into the in-flight list, or nil.
 _SCAN = """
 local n = #KEYS - 2
-redis.call('ZADD', KEYS[n + 2], ARGV[1], KEYS[n + 1])
+redis.call('ZADD', KEYS[n + 2], ARGV[1], ARGV[2])
 for i = 1, n do
   local item = redis.call('LMOVE', KEYS[i], KEYS[n + 1], 'RIGHT', 'LEFT')
   if item then return {KEYS[i], item} end
@@ -59,15 +79,14 @@ end
 return false
 """
 
-# A consumer's heartbeat. KEYS: the registry, the consumer (its in-flight list's name), its
-# owned set, the unacked index; ARGV: now.
-# -> {1 if it was registered, number of messages it owns}.
+# A consumer's heartbeat. KEYS: the registry, its owned set, the unacked index; ARGV: now, the
+# consumer's name. -> {1 if it was registered, number of messages it owns}.
 _HEARTBEAT = """
-local had = redis.call('ZSCORE', KEYS[1], KEYS[2])
-redis.call('ZADD', KEYS[1], ARGV[1], KEYS[2])
-local tags = redis.call('SMEMBERS', KEYS[3])
+local had = redis.call('ZSCORE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+local tags = redis.call('SMEMBERS', KEYS[2])
 for i = 1, #tags do
-  redis.call('ZADD', KEYS[4], 'XX', ARGV[1], tags[i])
+  redis.call('ZADD', KEYS[3], 'XX', ARGV[1], tags[i])
 end
 if had then return {1, #tags} end
 return {0, #tags}
@@ -75,17 +94,19 @@ return {0, #tags}
 
 # Return a dead consumer's messages. KEYS: the registry, the consumer (its in-flight list), its
 # owned set, the unacked hash, the unacked index, the restored-counts hash, the dead-consumers
-# counter, then the target queue keys. ARGV: stale-before timestamp, then the plan as JSON:
+# counter, then the target queue keys. ARGV: stale-before timestamp, the plan as JSON, the
+# consumer's name. The plan:
 # {"items": [[raw, key index, queue]...] (the in-flight list as read), "owned": [[tag,
 # unacked entry as read, queue, [[key index, payload]...]]...], "closing": bool, "dead":
-# bool}. Entries acked meanwhile are skipped.
+# bool, "bells": [key index...], "bell_cap": int}. Entries acked meanwhile are skipped; the
+# bells of the queues messages went back to are rung.
 # closing (a consumer closing itself, after kombu returned its unacked messages): only the
 # in-flight list goes back, and the consumer is unregistered if it owns nothing any more.
 # A dead consumer swept is counted in the dead-consumers counter (KEYS[7]); one of this
 # process's own consumers whose connection broke (dead false) is not.
 # -> number of messages restored; -1 the consumer is alive; -2 its messages changed (retry).
 _SWEEP = """
-local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
 if score and tonumber(score) > tonumber(ARGV[1]) then return -1 end
 local plan = cjson.decode(ARGV[2])
 local items = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -120,14 +141,20 @@ for _, t in ipairs(plan.owned) do
     restored = restored + 1
   end
 end
+if restored > 0 then
+  for _, b in ipairs(plan.bells) do
+    redis.call('LPUSH', KEYS[b], 1)
+    redis.call('LTRIM', KEYS[b], 0, plan.bell_cap - 1)
+  end
+end
 redis.call('DEL', KEYS[2])
 if not plan.closing then
   redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[1], KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[3])
   if plan.dead then redis.call('INCR', KEYS[7]) end
 elseif redis.call('SCARD', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[1], KEYS[2])
+  redis.call('ZREM', KEYS[1], ARGV[3])
 end
 return restored
 """
@@ -160,7 +187,7 @@ class ReliableQoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu is untyped
             )
             pipe.sadd(channel.owned_key, delivery_tag)
             if raw is not None:
-                pipe.lrem(channel.inflight_key, 1, raw)
+                pipe.lrem(channel.physical(channel.inflight_key), 1, raw)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
 
@@ -210,8 +237,6 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.global_keyprefix:
-            raise ValueError("worker_app's Redis transport does not support global_keyprefix")
         # Which consumer holds a message, readable by an operator: host, process, channel.
         self.inflight_key = (
             f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
@@ -219,7 +244,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         )
         self.owned_key = f"{self.inflight_key}:owned"
         self.inflight_items: dict[str, bytes] = {}
-        self._blocked_key: str | None = None
+        self._waiting = False  # the command in flight waits for a bell
         self._block_next = False
         self._alive_at = 0.0
         self._swept_at = time.time()
@@ -234,40 +259,46 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         if not queues:
             return
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        physical = [self.physical(key) for key in keys]
+        inflight = self.physical(self.inflight_key)
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()
         if not self._consumed:
             self._consumed = True
             ReliableChannel.consumers[self.inflight_key] = self
         if self._block_next:
-            # The scan found nothing: wait on the first key (the others are scanned
-            # again after at most ``timeout`` seconds).
-            self._blocked_key = keys[0]
-            command: list[Any] = ["BLMOVE", keys[0], self.inflight_key, "RIGHT", "LEFT"]
+            # The scan found nothing: wait for a bell of any of these queues (rung by every
+            # publish through this transport), then scan again; without one, scan again
+            # after ``timeout`` seconds (a producer without this transport).
+            self._waiting = True
+            command: list[Any] = ["BRPOP", *(self.physical(self.bell(q)) for q in queues)]
             command.append(timeout or 0)
         else:
-            self._blocked_key = None
-            command = ["EVAL", _SCAN, len(keys) + 2, *keys]
-            command += [self.inflight_key, self.inflight_registry_key, time.time()]
+            self._waiting = False
+            command = ["EVAL", _SCAN, len(keys) + 2, *physical]
+            command += [inflight, self.physical(self.inflight_registry_key)]
+            command += [time.time(), self.inflight_key]
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
-            blocked = self._blocked_key
+            waiting = self._waiting
             try:
                 reply = self.client.parse_response(
-                    self.client.connection, "BLMOVE" if blocked else "EVAL", **options
+                    self.client.connection, "BRPOP" if waiting else "EVAL", **options
                 )
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            found = (blocked, reply) if blocked and reply is not None else reply or None
-            # After an empty scan, block; after a block or a message, scan again.
-            self._block_next = blocked is None and found is None
-            if not found:
+            # After an empty scan, wait for a bell; after a bell, a timeout or a message,
+            # scan again.
+            self._block_next = not waiting and not reply
+            if waiting or not reply:
                 raise kombu_redis.Empty()
-            key, item = found
-            dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
+            key, item = reply
+            # The script returns the key as Redis knows it.
+            key = bytes_to_str(key)[len(self.global_keyprefix or "") :]
+            dest = key.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             self._deliver_moved(item, dest)
             return True
@@ -288,9 +319,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 self.inflight_items.pop(tag, None)
             raise
         if tag is None or self.inflight_items.pop(tag, None) is not None:
-            # Delivered without an unacked record (a no-ack consumer): done with it.
-            with self.conn_or_acquire() as client:
-                client.lrem(self.inflight_key, 1, item)
+            # Delivered without an unacked record (a no-ack consumer): done with it. On the
+            # connection that just took it (alive), not a pooled one that may be half-open.
+            self.client.lrem(self.physical(self.inflight_key), 1, item)
 
     # -- registration and orphans ------------------------------------------------------
     def maybe_refresh_binding_expiry(self) -> None:
@@ -347,8 +378,9 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         twice): logged and signalled (``events.consumer_cut_off``)."""
         with self.conn_or_acquire() as client:
             registered, _owned = client.eval(
-                _HEARTBEAT, 4, self.inflight_registry_key, self.inflight_key, self.owned_key,
-                self.qos.unacked_index_key, now,
+                _HEARTBEAT, 3, self.physical(self.inflight_registry_key),
+                self.physical(self.owned_key), self.physical(self.qos.unacked_index_key),
+                now, self.inflight_key,
             )  # fmt: skip
         held = len(getattr(self.qos, "_delivered", None) or ())
         if not registered and held and self._alive_at:
@@ -367,7 +399,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         closed them."""
         mine = f"{self.inflight_registry_key}:{socket.gethostname()}:{os.getpid()}:"
         with self.conn_or_acquire() as client:
-            for raw in client.zrangebyscore(self.inflight_registry_key, "-inf", broke_at):
+            registry = self.physical(self.inflight_registry_key)
+            for raw in client.zrangebyscore(registry, "-inf", broke_at):
                 name = bytes_to_str(raw)
                 sibling = ReliableChannel.consumers.get(name)
                 if name.startswith(mine) and (
@@ -392,12 +425,18 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         restored = 0
         with self.conn_or_acquire() as client:
             found = client.zrangebyscore(
-                self.inflight_registry_key, "-inf", stale_before, withscores=True
+                self.physical(self.inflight_registry_key), "-inf", stale_before, withscores=True
             )
             for raw_name, score in found:
                 if spare is not None and spare[0] <= score < spare[1]:
                     continue
-                restored += self._restore_consumer(client, bytes_to_str(raw_name), stale_before)
+                name = bytes_to_str(raw_name)
+                try:
+                    restored += self._restore_consumer(client, name, stale_before)
+                except self.connection_errors:
+                    raise
+                except Exception:  # one consumer's bad message must not strand the others'
+                    logger.exception("could not return what consumer %s held; it stays", name)
         return restored
 
     def _restore_consumer(
@@ -408,25 +447,27 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         unacknowledged messages it owned (marked redelivered, as kombu restores them); or,
         ``closing`` (this consumer, closing), just the in-flight list. ``dead``: count it as a
         dead consumer (not for this process's own broken connections)."""
-        keys: list[str] = [
+        keys: list[str] = [self.physical(key) for key in (
             self.inflight_registry_key, name, f"{name}:owned", self.qos.unacked_key,
             self.qos.unacked_index_key, self.inflight_restored_key, self.inflight_dead_key,
-        ]  # fmt: skip
+        )]  # fmt: skip
 
         def key_index(key: str) -> int:
-            keys.append(key)
+            keys.append(self.physical(key))
             return len(keys)  # Lua's KEYS are 1-based
 
         items = []
-        for item in client.lrange(name, 0, -1):
+        targets: set[str] = set()  # the queues messages go back to
+        for item in client.lrange(self.physical(name), 0, -1):
             payload = loads(bytes_to_str(item))
             queue, target = self._restore_target(payload)
             items.append([bytes_to_str(item), key_index(target), queue])
+            targets.add(queue)
         owned: list[list[Any]] = []
         tags = (
             [] if closing else sorted(bytes_to_str(tag) for tag in client.smembers(f"{name}:owned"))
         )
-        entries = client.hmget(self.qos.unacked_key, tags) if tags else []
+        entries = client.hmget(self.physical(self.qos.unacked_key), tags) if tags else []
         for tag, entry in zip(tags, entries, strict=True):
             if entry is None:  # acked since
                 owned.append([tag, False, "", []])
@@ -440,14 +481,66 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             priority = self._get_message_priority(payload, reverse=False)
             pushes = [[key_index(self._q_for_pri(q, priority)), dumps(payload)] for q in queues]
             owned.append([tag, bytes_to_str(entry), queues[0], pushes])
-        plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead})
-        count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan))
+            targets.update(queues)
+        # Their queues' bells ring (when anything went back): an idle consumer takes them now.
+        bells = [key_index(self.bell(queue)) for queue in sorted(targets)]
+        plan = dumps({"items": items, "owned": owned, "closing": closing, "dead": dead,
+                      "bells": bells, "bell_cap": BELLS})  # fmt: skip
+        count = int(client.eval(_SWEEP, len(keys), *keys, stale_before, plan, name))
         if count > 0:
             logger.warning(
                 "returned %d message(s) that a stopped consumer had taken (%s) to their queues",
                 count, name,
             )  # fmt: skip
         return max(count, 0)
+
+    # -- publishing: the message, and its queue's bell -----------------------------------
+    def bell(self, queue: str) -> str:
+        """The list a publish to ``queue`` rings (pushes to) and idle consumers wait on."""
+        return f"{queue}{self.sep}bell"
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, and a ring of the queue's bell in the same round trip: an idle
+        consumer of any of its queues wakes at once (no Redis command blocks on several
+        lists and moves atomically, so consumers wait on the bells, then scan)."""
+        bell = self.bell(queue)
+        batch = kwargs.get("_publish_batch")
+        expires = self._expires.get(queue) if self._expires else None
+        if batch is not None:
+            super()._put(queue, message, **kwargs)
+            batch.add("lpush", bell, 1)
+            batch.add("ltrim", self.physical(bell), 0, BELLS - 1)
+            if expires:
+                batch.add("pexpire", bell, expires)
+            return
+        priority = self._get_message_priority(message, reverse=False)
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
+            pipe.lpush(bell, 1)
+            pipe.ltrim(self.physical(bell), 0, BELLS - 1)  # LTRIM: kombu does not prefix it
+            if expires:  # the queue's keys expire together (x-expires)
+                for key in [*(self._q_for_pri(queue, step) for step in self.priority_steps), bell]:
+                    pipe.pexpire(key, expires)
+            pipe.execute()
+
+    def _maybe_update_queues_expire(self, client: Any, queue: str) -> None:
+        """kombu's refresh of an expiring queue's keys, its bell included."""
+        super()._maybe_update_queues_expire(client, queue)
+        if self._expires and queue in self._expires:
+            client.pexpire(self.bell(queue), self._expires[queue])
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        """kombu's queue delete, and the queue's bell."""
+        super()._delete(queue, *args, **kwargs)
+        with self.conn_or_acquire(client=kwargs.get("client")) as client:
+            client.delete(self.bell(queue))
+
+    def physical(self, key: str) -> str:
+        """``key`` as Redis knows it: with ``global_keyprefix``. kombu's client adds the prefix
+        to the commands it knows (``SADD``, ``ZADD``, ``HSET``, ``SMEMBERS``...); the others
+        this transport sends (scripts, ``LTRIM``, ``LREM``, ``LRANGE``, ``HMGET``,
+        ``ZRANGEBYSCORE``) get it here. Consumer names in the registry carry no prefix."""
+        return f"{self.global_keyprefix or ''}{key}"
 
     def _queues_of(self, exchange: str, routing_key: str) -> list[str]:
         """The queues a message of (exchange, routing key) goes to (kombu's lookup returns a
@@ -507,7 +600,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         connection = self._in_poll
         self._in_poll = None
         try:
-            self.client.parse_response(connection, "BLMOVE" if self._blocked_key else "EVAL")
+            self.client.parse_response(connection, "BRPOP" if self._waiting else "EVAL")
         except Exception:  # a dead connection: nothing to read
             connection.disconnect()
 
@@ -521,7 +614,34 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu is untype
 TRANSPORT_PATH = f"{__name__}:Transport"
 
 
+#: kombu releases (major.minor) kombu's own Redis suite passed on with this transport
+#: (``make upstream``); it overrides private parts of kombu, so no other is trusted.
+TESTED_KOMBU = ("5.7",)
+
+
+class UntestedKombuError(RuntimeError):
+    """kombu is not a release this transport was tested on."""
+
+
+def check_kombu(version: str | None = None) -> None:
+    """Refuse a kombu release the transport was not tested on, naming the tested ones."""
+    version = version or str(kombu.__version__)
+    if ".".join(version.split(".")[:2]) not in TESTED_KOMBU:
+        tested = ", ".join(f"{release}.x" for release in TESTED_KOMBU)
+        raise UntestedKombuError(
+            f"worker_app's Redis transport replaces private parts of kombu and is tested on "
+            f"kombu {tested} (make upstream); this process has kombu {version}: install a "
+            f"tested one (pip install 'kombu>={TESTED_KOMBU[0]},<{_next(TESTED_KOMBU[-1])}')"
+        )
+
+
+def _next(release: str) -> str:
+    major, minor = release.split(".")
+    return f"{major}.{int(minor) + 1}"
+
+
 def install() -> None:
-    """Serve ``redis://`` URLs with :class:`Transport` in this process."""
+    """Serve ``redis://`` URLs with :class:`Transport` in this process (on a tested kombu)."""
+    check_kombu()
     kombu.transport.TRANSPORT_ALIASES["redis"] = TRANSPORT_PATH
     kombu.transport._transport_cache.pop("redis", None)

@@ -75,6 +75,20 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         (f"(d) exporter scrape, {d['queued']:,} queued over 4 queues x 4 priorities (p50 / max)",
          f"{d['scrape_ms_p50']} / {d['scrape_ms_max']} ms"),
     ]  # fmt: skip
+    f = results.get("wakeup")
+    if f:
+        steps = f["by_queue_and_step"]
+        stock_p50 = sorted(r["stock_p50_ms"] for r in steps.values())
+        ours_p50 = sorted(r["worker_app_p50_ms"] for r in steps.values())
+        ours_p99 = max(r["worker_app_p99_ms"] for r in steps.values())
+        stock_p99 = max(r["stock_p99_ms"] for r in steps.values())
+        table += [
+            (f"(f) idle wake-up, publish→start per queue x priority step ({len(steps)} keys x "
+             f"{f['probes_per_key']}), p50 range / worst p99: stock Celery",
+             f"{stock_p50[0]} to {stock_p50[-1]} / {stock_p99} ms"),
+            ("(f) the same, worker_app (its transport and producer)",
+             f"{ours_p50[0]} to {ours_p50[-1]} / {ours_p99} ms"),
+        ]  # fmt: skip
     e = results.get("converge")
     if e:
         table += [

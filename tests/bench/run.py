@@ -173,6 +173,71 @@ def bench_isolation(tmp: Path, backlog: int, probes: int, runs: int) -> dict[str
     }
 
 
+WAKEUP_QUEUES = ("critical", "high", "default", "low")
+WAKEUP_STEPS = (0, 3, 6, 9)
+
+
+def bench_wakeup(tmp: Path, probes: int) -> dict[str, Any]:
+    """(f) publish -> start of a task published to an idle worker, per queue and priority
+    step: stock Celery (kombu's transport, a stock producer) and worker_app (its transport
+    and producer), each worker consuming the four queues with one process."""
+    variants = {
+        "stock": ["celery", "-A", "tests.support.stock_celery"],
+        "worker_app": ["celery", "-A", "worker_app"],
+    }
+    found: dict[str, dict[str, list[float]]] = {}
+    for name, command in variants.items():
+        server = start_redis(tmp / f"wake-{name}")
+        try:
+            env = {**_env(server), "STOCK_CELERY_TASK_MODULES": "tests.bench.tasks"}
+            worker = start_worker(
+                [*command, "worker", "-Q", ",".join(WAKEUP_QUEUES), "-c", "1", "-O", "fair",
+                 "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"{name}@bench"],
+                env, tmp / f"wake-{name}.log", ready_text="ready.",
+            )  # fmt: skip
+            if name == "stock":
+                from tests.support import stock_celery  # noqa: PLC0415 - a stock producer
+
+                producer = stock_celery.app
+                producer.conf.broker_url = server.url(0)
+                # kombu's own class: this process serves redis:// with worker_app's by now.
+                producer.conf.broker_transport = "kombu.transport.redis:Transport"
+            else:
+                producer = _app(server)
+            client = server.client(0)
+            time.sleep(2)  # idle: the worker waits on Redis
+            per_key: dict[str, list[float]] = {}
+            for queue in WAKEUP_QUEUES:
+                for step in WAKEUP_STEPS:
+                    key = f"bench:wake:{queue}:{step}"
+                    waits = per_key.setdefault(key, [])
+                    for n in range(1, probes + 1):
+                        producer.send_task(
+                            "bench.stamp_probe", args=[time.time(), key, server.url(0)],
+                            queue=queue, priority=step,
+                        )  # fmt: skip
+                        _wait(lambda c=client, k=key, n=n: c.llen(k) >= n, timeout=10)
+                        waits.append(float(client.lindex(key, -1)) * 1000)
+                        time.sleep(0.05)  # idle again
+            worker.stop()
+            found[name] = per_key
+        finally:
+            server.stop()
+    rows = {}
+    for queue in WAKEUP_QUEUES:
+        for step in WAKEUP_STEPS:
+            key = f"bench:wake:{queue}:{step}"
+            stock, ours = found["stock"][key], found["worker_app"][key]
+            rows[f"{queue}/{step}"] = {
+                "stock_p50_ms": round(_percentile(stock, 0.5), 2),
+                "stock_p99_ms": round(_percentile(stock, 0.99), 2),
+                "worker_app_p50_ms": round(_percentile(ours, 0.5), 2),
+                "worker_app_p99_ms": round(_percentile(ours, 0.99), 2),
+            }
+    worst = max(rows.values(), key=lambda r: r["worker_app_p50_ms"] / max(r["stock_p50_ms"], 0.01))
+    return {"probes_per_key": probes, "by_queue_and_step": rows, "worst": worst}
+
+
 def bench_replay(tmp: Path, entries: int, runs: int) -> dict[str, Any]:
     """(c) DLQ replay rate: entries published again (and removed) per second."""
     rates = []
@@ -299,12 +364,16 @@ def main() -> int:
         c = bench_replay(tmp, entries=200 if quick else 2000, runs=1 if quick else 3)
         print("running (d) exporter scrape ...", flush=True)
         d = bench_exporter(tmp, queued=10_000 if quick else 100_000, scrapes=20 if quick else 50)
+        print("running (f) idle wake-up per queue and priority step, stock vs worker_app ...",
+              flush=True)  # fmt: skip
+        f = bench_wakeup(tmp, probes=5 if quick else 20)
     results: dict[str, Any] = {
         "machine": report.machine(),
         "throughput": a,
         "isolation": b,
         "replay": c,
         "exporter": d,
+        "wakeup": f,
     }
     if not (quick or args.no_converge):
         print("running (e) site converge and idempotent re-runs (staging on containers) ...",

@@ -27,3 +27,14 @@ def wait_probe(self: Any) -> None:
     started = time.time()
     published = float(getattr(self.request, PUBLISHED_AT))
     self.state_client.rpush("bench:waits", repr(started - published))
+
+
+@shared_task(name="bench.stamp_probe")  # type: ignore[untyped-decorator]
+def stamp_probe(sent_at: float, key: str, broker_url: str) -> None:
+    """Records how long after ``sent_at`` it started (seconds) under ``key``: a plain task,
+    so stock Celery and worker_app workers run the same code."""
+    import redis  # noqa: PLC0415
+
+    started = time.time()
+    with redis.Redis.from_url(broker_url) as client:
+        client.rpush(key, repr(started - sent_at))

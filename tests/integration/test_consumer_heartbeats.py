@@ -84,7 +84,9 @@ def test_a_dead_consumers_unacked_messages_come_back_once_marked_redelivered(
     # The holder dies: its heartbeat stops (made old here).
     client.zadd(REGISTRY, {channel.inflight_key: time.time() - 120})
     sweeper = connect().default_channel
+    client.delete(sweeper.bell(queue))
     assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert client.llen(sweeper.bell(queue)) == 1  # rung: an idle consumer takes it at once
     assert sweeper.restore_orphans(time.time() - 30) == 0  # once
     back = [json.loads(m) for m in client.lrange(queue, 0, -1)]
     assert [json.loads(_body(m)) for m in back] == [{"n": 1}]
@@ -187,6 +189,85 @@ def test_after_an_outage_a_worker_reconnecting_later_in_the_backoff_is_not_swept
         assert (client.zscore(REGISTRY, other.default_channel.inflight_key) is None) is swept
     assert client.llen(queue) == 1  # back once, counted as one death
     assert int(client.get(DEAD) or 0) == dead_before + 1
+
+
+def test_with_a_global_keyprefix_every_key_is_under_it_and_the_sweep_works(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    """kombu's ``global_keyprefix`` (several apps on one Redis): the queues, the unacked
+    records, the consumer registry, in-flight lists and owned sets all live under the prefix,
+    and a dead consumer's message comes back to the prefixed queue."""
+    client = redis_server.client(0)
+    prefix = f"app-{uuid.uuid4().hex[:6]}:"
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    before = set(client.keys("*"))
+    connect(global_keyprefix=prefix).SimpleQueue(queue).put({"n": 1})
+    holder = connect(global_keyprefix=prefix)
+    _simple, message = _take(holder, queue)
+    channel = holder.default_channel
+    channel.heartbeat(time.time())
+    written = {key.decode() for key in set(client.keys("*")) - before}
+    assert written and all(key.startswith(prefix) for key in written), written
+    assert client.smembers(prefix + channel.owned_key) == {message.delivery_tag.encode()}
+    assert client.zscore(prefix + REGISTRY, channel.inflight_key) is not None
+    client.zadd(prefix + REGISTRY, {channel.inflight_key: time.time() - 120})  # it died
+    sweeper = connect(global_keyprefix=prefix).default_channel
+    assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert client.llen(prefix + queue) == 1
+    assert client.hget(prefix + "unacked", message.delivery_tag) is None
+    assert client.zscore(prefix + REGISTRY, channel.inflight_key) is None
+    assert {key.decode() for key in set(client.keys("*")) - before} <= written | {
+        prefix + queue,
+        prefix + DEAD,
+        prefix + RESTORED,
+    }
+
+
+def test_a_dead_consumer_holding_an_unreadable_message_does_not_strand_the_others(
+    connect: Any, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep goes on past a consumer whose in-flight list holds something it cannot
+    route (logged, kept for a person to look at): the next dead consumer's message is back."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    holder = connect()
+    _simple, _held = _take(holder, queue)
+    channel = holder.default_channel
+    broken = f"{REGISTRY}:elsewhere:1:{uuid.uuid4().hex[:12]}"
+    client.lpush(broken, b"not a message")
+    old = time.time() - 120
+    client.zadd(REGISTRY, {broken: old - 1, channel.inflight_key: old})  # both dead
+    sweeper = connect().default_channel
+    with caplog.at_level("ERROR", logger="worker_app.broker"):
+        assert sweeper.restore_orphans(time.time() - 30) == 1
+    assert client.llen(queue) == 1
+    assert client.lrange(broken, 0, -1) == [b"not a message"]
+    assert any(broken in record.getMessage() for record in caplog.records)
+    client.delete(broken)
+    client.zrem(REGISTRY, broken)
+
+
+def test_a_publish_rings_its_queues_bell_which_stays_small_and_goes_with_the_queue(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    """Every publish through the transport pushes to its queue's bell (what an idle consumer
+    waits on, for every queue and priority step at once); the bell keeps at most ``BELLS``
+    rings and is deleted with its queue."""
+    from worker_app.broker_transport import BELLS  # noqa: PLC0415
+
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    conn = connect()
+    bell = conn.default_channel.bell(queue)
+    simple = conn.SimpleQueue(queue)
+    simple.put({"n": 0}, priority=9)
+    assert client.llen(bell) == 1
+    for n in range(BELLS + 10):
+        simple.put({"n": n})
+    assert client.llen(bell) == BELLS
+    simple.queue(conn.default_channel).delete()
+    assert not client.exists(bell)
 
 
 def test_a_live_consumers_messages_are_never_restored_however_old(

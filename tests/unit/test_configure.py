@@ -113,3 +113,19 @@ def test_the_log_handler_joins_the_host_apps_handlers() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_the_transport_refuses_an_untested_kombu_naming_the_tested_releases() -> None:
+    from worker_app.broker_transport import (  # noqa: PLC0415
+        TESTED_KOMBU,
+        UntestedKombuError,
+        check_kombu,
+    )
+
+    check_kombu()  # the installed one (pinned in requirements/runtime.txt) is tested
+    check_kombu(f"{TESTED_KOMBU[0]}.9")
+    with pytest.raises(UntestedKombuError) as excinfo:
+        check_kombu("5.8.0")
+    message = str(excinfo.value)
+    assert "tested on kombu 5.7.x (make upstream); this process has kombu 5.8.0" in message
+    assert "pip install 'kombu>=5.7,<5.8'" in message

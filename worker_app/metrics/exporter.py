@@ -115,10 +115,11 @@ class BrokerCollector(Collector):
         pipe.hgetall(self.dlq.keys[2])
         pipe.zrange(self.dlq.keys[1], 0, 0, withscores=True)
         now = time.time()
-        pipe.zcount(layout.consumer_registry_key, now - layout.consumer_grace, "+inf")
-        pipe.zrange(layout.consumer_registry_key, 0, 0, withscores=True)
-        pipe.hgetall(layout.consumer_restored_key)
-        pipe.get(layout.consumer_dead_key)
+        registry = layout.global_keyprefix + layout.consumer_registry_key
+        pipe.zcount(registry, now - layout.consumer_grace, "+inf")
+        pipe.zrange(registry, 0, 0, withscores=True)
+        pipe.hgetall(layout.global_keyprefix + layout.consumer_restored_key)
+        pipe.get(layout.global_keyprefix + layout.consumer_dead_key)
         results = pipe.execute()
         lengths = results[: len(cells)]
         unacked_total, dlq_total, dlq_counts, dlq_oldest = results[len(cells) : len(cells) + 4]

@@ -1,0 +1,1 @@
+"""kombu's own Redis integration tests, stock and with worker_app's transport (make upstream)."""
