@@ -89,7 +89,18 @@ def settings_of(app: Any) -> Settings:
     broker_url = conf.broker_url if conf is not None else None
     if isinstance(broker_url, str) and broker_url:
         settings = dataclasses.replace(settings, broker_url=broker_url)
-    return settings
+    return _under_global_keyprefix(settings, conf) if conf is not None else settings
+
+
+def _under_global_keyprefix(settings: Settings, conf: Any) -> Settings:
+    """``settings`` whose own keys (DLQ, idempotency, breakers, limits) live under kombu's
+    ``global_keyprefix`` when the app's transport options name one, as the broker's keys do:
+    several apps share one Redis without meeting."""
+    options = getattr(conf, "broker_transport_options", None) or {}
+    prefix = str(options.get("global_keyprefix") or "")
+    if not prefix or settings.key_prefix.startswith(prefix):
+        return settings
+    return dataclasses.replace(settings, key_prefix=prefix + settings.key_prefix)
 
 
 def catalogue_of(app: Any) -> Catalogue:
@@ -185,7 +196,9 @@ def configure(app: Celery, **overrides: Any) -> Celery:
     says so once when it starts. Settings it does not need stay as the user set them.
     """
     conf = app.conf
-    settings = _overrides(_user_settings(Settings.from_env(), conf), overrides)
+    settings = _under_global_keyprefix(
+        _overrides(_user_settings(Settings.from_env(), conf), overrides), conf
+    )
     catalogue = load_and_check(settings)
     overridden: list[str] = []
     for name, (value, reason) in REQUIRED.items():

@@ -68,6 +68,17 @@ def test_configure_reports_the_user_settings_it_must_override_and_keeps_the_rest
 
 
 @pytest.mark.usefixtures("clean_env")
+def test_worker_app_keys_go_under_the_apps_global_keyprefix_once() -> None:
+    app = user_app()
+    app.conf.broker_transport_options = {"global_keyprefix": "tenant1:"}
+    configure(app, key_prefix="proj")
+    assert settings_of(app).key_prefix == "tenant1:proj"
+    configure(app)  # again: not twice
+    assert settings_of(app).key_prefix == "tenant1:worker_app"
+    assert configure(user_app()).worker_app_settings.key_prefix == "worker_app"
+
+
+@pytest.mark.usefixtures("clean_env")
 def test_configure_takes_worker_app_settings_as_keywords() -> None:
     app = configure(user_app(), visibility_timeout=7200, key_prefix="proj")
     assert settings_of(app).visibility_timeout == 7200
