@@ -156,7 +156,7 @@ test-fast: lint rules unit integration ## lint + rules + unit + integration
 
 molecule: $(STAMP) host-images wheels $(if $(filter celery_app,$(ROLE)),$(EXAMPLE_WHEELS)/.built) ## One role's molecule scenario: make molecule ROLE=supervisor
 	@test -n "$(ROLE)" || { echo "usage: make molecule ROLE=<$(ROLES)>" >&2; exit 2; }
-	@test -d roles/$(ROLE)/molecule || { host="$$(grep -l -E '^ +- role: $(ROLE)$$' roles/*/molecule/default/converge.yml | head -n 1 | cut -d/ -f2)"; \
+	@test -d roles/$(ROLE)/molecule || { host="$$(ls roles/*/molecule/default/tests/test_$(ROLE).py 2>/dev/null | head -n 1 | cut -d/ -f2)"; \
 	  echo "roles/$(ROLE) has no scenario of its own$${host:+: its verifiers run in the $$host scenario, make molecule ROLE=$$host}" >&2; exit 2; }
 	cd roles/$(ROLE) && MOLECULE_ROLE=$(subst _,-,$(ROLE)) NO_COLOR=1 PY_COLORS=0 ANSIBLE_FORCE_COLOR=0 $(CURDIR)/$(BIN)/molecule test
 

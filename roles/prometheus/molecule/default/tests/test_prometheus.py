@@ -85,27 +85,6 @@ def test_listens_on_the_configured_address_as_prometheus(host):
     assert flags["storage.tsdb.retention.time"] == "15d"
 
 
-def test_alerts_are_sent_to_the_alertmanager(host):
-    active = api(host, "/api/v1/alertmanagers")["activeAlertmanagers"]
-    assert [a["url"] for a in active] == ["http://127.0.0.1:9093/api/v2/alerts"]
-
-    # prepare.yml serves the catalogue's pools (worker_app_pool_info) through the node
-    # exporter. No worker pool runs, so our rules fire CeleryWorkerPoolDown for each once its
-    # `for: 2m` has passed; Alertmanager then holds it, sent by this Prometheus.
-    catalogue = yaml.safe_load((SCENARIO.parents[3] / "worker_app" / "pools.yml").read_text())
-    pools = {pool["name"] for pool in catalogue["pools"]}
-
-    def received():
-        out = host.run("curl -fsS http://127.0.0.1:9093/api/v2/alerts")
-        alerts = json.loads(out.stdout) if out.rc == 0 else []
-        return [a for a in alerts if a["labels"]["alertname"] == "CeleryWorkerPoolDown"]
-
-    alerts = wait_for(received, seconds=240)
-    assert alerts, "Alertmanager never received CeleryWorkerPoolDown"
-    assert {a["labels"]["pool"] for a in alerts} == pools
-    assert all(a["generatorURL"].startswith("http://") for a in alerts)
-
-
 def copy_rules(tmp_path, extra_name, extra_text):
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -166,3 +145,25 @@ def test_a_broken_rule_fails_the_play_and_the_running_config_stays(host, tmp_pat
     assert api(host, "/api/v1/status/config")["yaml"] == before_config
     assert rule_groups(host) == before_rules
     assert "Signal prometheus to reload" not in output
+
+
+# Last: the alert's `for: 2m` has run during the converge and the tests above.
+def test_alerts_are_sent_to_the_alertmanager(host):
+    active = api(host, "/api/v1/alertmanagers")["activeAlertmanagers"]
+    assert [a["url"] for a in active] == ["http://127.0.0.1:9093/api/v2/alerts"]
+
+    # prepare.yml serves the catalogue's pools (worker_app_pool_info) through the node
+    # exporter. No worker pool runs, so our rules fire CeleryWorkerPoolDown for each once its
+    # `for: 2m` has passed; Alertmanager then holds it, sent by this Prometheus.
+    catalogue = yaml.safe_load((SCENARIO.parents[3] / "worker_app" / "pools.yml").read_text())
+    pools = {pool["name"] for pool in catalogue["pools"]}
+
+    def received():
+        out = host.run("curl -fsS http://127.0.0.1:9093/api/v2/alerts")
+        alerts = json.loads(out.stdout) if out.rc == 0 else []
+        return [a for a in alerts if a["labels"]["alertname"] == "CeleryWorkerPoolDown"]
+
+    alerts = wait_for(received, seconds=240)
+    assert alerts, "Alertmanager never received CeleryWorkerPoolDown"
+    assert {a["labels"]["pool"] for a in alerts} == pools
+    assert all(a["generatorURL"].startswith("http://") for a in alerts)
