@@ -118,12 +118,15 @@ def start_suite(
 ) -> subprocess.Popen[bytes]:
     """Start the suite against the Redis on ``port``, writing ``name``.xml and ``name``.log."""
     path = [*(suite.swapped_path if swapped else ()), str(ROOT), os.environ.get("PYTHONPATH")]
+    python = suite.python(source, workdir)
     env = {
         **os.environ,
         **suite.env(port),
         "PYTHONPATH": os.pathsep.join(filter(None, path)),
+        # The suite's subprocesses run `celery ...`: the one of the suite's interpreter.
+        "PATH": os.pathsep.join(filter(None, [str(Path(python).parent), os.environ.get("PATH")])),
     }
-    command = [suite.python(source, workdir), "-m", "pytest", "-p", "no:cacheprovider",
+    command = [python, "-m", "pytest", "-p", "no:cacheprovider",
                "-o", "addopts=", "-rfEs", "--timeout", str(suite.timeout),
                f"--junitxml={workdir / f'{name}.xml'}", *suite.options, *tests]  # fmt: skip
     if swapped:
