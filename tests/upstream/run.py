@@ -194,30 +194,35 @@ def run_both(
     tests: tuple[str, ...],
     label: str,
 ) -> tuple[Outcomes, Outcomes]:
-    """Stock and swapped at once, each on its own redis-server; (stock, ours)."""
-    runs = {f"stock{label}": False, f"worker_app{label}": True}
+    """Stock and swapped at once, each on its own redis-server; (stock, ours). Files are
+    named ``<package>-<stock|worker_app><label>.{xml,log}``: kombu's and Celery's suites may run
+    at the same time in one workdir."""
+    runs = {"stock": False, "worker_app": True}
+    stem = {name: f"{suite.package}-{name}{label}" for name in runs}
     servers: dict[str, RedisServer] = {}
     results: dict[str, Outcomes] = {}
     began = time.monotonic()
     try:
         for name in runs:
-            servers[name] = start_redis(workdir / f"redis-{name}")
+            servers[name] = start_redis(workdir / f"redis-{stem[name]}")
         started = {
-            name: start_suite(suite, source, workdir, servers[name].port, name, swapped, tests)
+            name: start_suite(
+                suite, source, workdir, servers[name].port, stem[name], swapped, tests
+            )
             for name, swapped in runs.items()
         }
         for name, process in started.items():
             process.wait()
-            results[name] = outcomes(workdir / f"{name}.xml", source)
+            results[name] = outcomes(workdir / f"{stem[name]}.xml", source)
             print(f"{suite.package} {pinned(suite.package)} integration (Redis){label}, "
-                  f"{name.removesuffix(label)} transport: {tally(results[name])} "
-                  f"({time.monotonic() - began:.0f} s; log {workdir / f'{name}.log'})",
+                  f"{name} transport: {tally(results[name])} "
+                  f"({time.monotonic() - began:.0f} s; log {workdir / f'{stem[name]}.log'})",
                   flush=True)  # fmt: skip
     finally:
         for server in servers.values():
             server.stop()
-    check_served(workdir / f"worker_app{label}.log")
-    return results[f"stock{label}"], results[f"worker_app{label}"]
+    check_served(workdir / f"{stem['worker_app']}.log")
+    return results["stock"], results["worker_app"]
 
 
 def check_served(log: Path) -> None:
