@@ -27,7 +27,7 @@ PYTEST   := $(BIN)/pytest
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help venv lock engine base-image host-images compose wheels lint \
-        rules unit integration test-fast molecule molecule-all test chaos chaos-quick upstream bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
+        rules unit integration test-fast molecule molecule-all test chaos chaos-quick upstream upstream-celery upstream-celery-quick bench up down clean ps logs demo dlq alerts images e2e compat clean-wheels \
         deploy check rolling-deploy secrets rehearse rehearse-staging collection
 
 help: ## List the targets
@@ -167,7 +167,15 @@ e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clea
 	$(PYTEST) tests/e2e
 
 upstream: $(STAMP) ## kombu's own Redis integration tests, stock and with worker_app's transport, side by side
-	$(BIN)/python -m tests.upstream.run
+	$(BIN)/python -m tests.upstream.run kombu
+
+# Celery's t/integration needs a few test-only packages: the runner installs them, pinned
+# (tests/upstream/celery-requirements.txt), into build/upstream/venv-celery, not into .venv.
+upstream-celery: $(STAMP) ## Celery's own integration suite (Redis broker + backend, its in-process worker), stock vs worker_app's transport (~25 min)
+	$(BIN)/python -m tests.upstream.run celery
+
+upstream-celery-quick: $(STAMP) ## The CI subset of upstream-celery: tasks, canvas basics, inspect (a few minutes)
+	$(BIN)/python -m tests.upstream.run celery --subset
 
 compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e stack (a kept one, else its own): make compat MIXIN_DIR=dir
 	@test -n "$(MIXIN_DIR)" || { echo "usage: make compat MIXIN_DIR=<celery-mixin's rendered dashboards and alerts>" >&2; exit 2; }

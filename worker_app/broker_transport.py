@@ -565,8 +565,15 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         failed, the close stopped half-way, and Celery's second close crashed the
         worker on the transport it had detached in between.)
         """
-        if self._in_poll:
-            self._drop_pending_reply()
+        if self._in_poll and not self._drop_pending_reply():
+            # Redis did not answer the pending reply: gone, or a silent peer (a half-open
+            # connection, whose reads Celery bounds before a teardown). Writing the in-flight
+            # list back would wait on a fresh connection nothing bounds, and the worker would
+            # hang in its reconnect or its shutdown (Celery's test_connection_recovery): leave
+            # it to this process's next consumer, as when the transport is detached.
+            self.do_restore = False
+            if self._consumed:
+                self._abandon()
         if getattr(self.connection, "client", None) is None:
             # The transport is detached: nothing reaches Redis from here. What this
             # consumer holds stays owned by it: this process's next live consumer returns
@@ -596,13 +603,16 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             ReliableChannel.connection_broke_at, self._alive_at
         )
 
-    def _drop_pending_reply(self) -> None:
+    def _drop_pending_reply(self) -> bool:
+        """Read and drop the reply still pending; False when Redis did not give it."""
         connection = self._in_poll
         self._in_poll = None
         try:
             self.client.parse_response(connection, "BRPOP" if self._waiting else "EVAL")
-        except Exception:  # a dead connection: nothing to read
+        except Exception:  # a dead connection (or a bounded read timed out): nothing to read
             connection.disconnect()
+            return False
+        return True
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu is untyped
