@@ -1,0 +1,174 @@
+"""Beat on two hosts, exactly one scheduling: two real ``celery beat -S redbeat.RedBeatScheduler``
+processes on a real redis-server, no worker. The test reads what Beat published straight from
+the queue's Redis list: each message's ``origin`` header names the Beat process that sent it and
+its ``expires`` header (the entry's ``expires=EXPIRES`` option, made absolute by Celery at send
+time) gives the publish time to the microsecond.
+
+- SIGKILL the lock holder: the standby publishes within the takeover bound
+  (``redbeat_lock_timeout`` + ``beat_max_loop_interval``) and no tick is published twice.
+- SIGTERM the lock holder: it releases the lock, the standby takes over within about one
+  ``beat_max_loop_interval``, no tick twice.
+
+A duplicate tick would show as two publishes closer than half the interval (the run state,
+``last_run_at``, lives in Redis and is saved before each send, so a standby that takes over
+continues from the last tick instead of re-running it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcess, start_worker
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 1.0  # the periodic task's schedule (seconds)
+MAX_LOOP = 1  # beat_max_loop_interval: lock renewal and standby retry period
+LOCK_TIMEOUT = 4  # redbeat_lock_timeout
+BOUND = LOCK_TIMEOUT + MAX_LOOP  # worker_app.beat_scheduler.takeover_bound
+EXPIRES = 3600  # seconds; the expires header minus this is the publish time
+TASK = "beatfail.tick"
+QUEUE = "default"
+
+APP = f"""
+from celery import Celery
+
+from worker_app import configure
+
+app = Celery("beatfail")
+app.conf.beat_max_loop_interval = {MAX_LOOP}
+app.conf.redbeat_lock_timeout = {LOCK_TIMEOUT}
+app.conf.beat_schedule = {{
+    "tick": {{
+        "task": "{TASK}",
+        "schedule": {INTERVAL},
+        "options": {{"queue": "{QUEUE}", "expires": {EXPIRES}}},
+    }},
+}}
+configure(app)
+"""
+
+
+@pytest.fixture
+def beat_dir(tmp_path: Path, redis_server: RedisServer) -> Path:
+    """A directory holding the test app module; the Redis emptied for this test."""
+    redis_server.client(0).flushdb()
+    (tmp_path / "beatfail.py").write_text(textwrap.dedent(APP))
+    return tmp_path
+
+
+@pytest.fixture
+def start_beat(beat_dir: Path, redis_server: RedisServer) -> Iterator[object]:
+    """Start ``celery -A beatfail beat -S redbeat.RedBeatScheduler``; all killed afterwards."""
+    started: list[WorkerProcess] = []
+    env = {
+        "CELERY_BROKER_URL": redis_server.url(0),
+        "WORKER_APP_LOG_FORMAT": "text",
+        "PYTHONPATH": os.pathsep.join([str(beat_dir), *sys.path]),
+    }
+
+    def start(name: str) -> WorkerProcess:
+        args = [
+            "celery", "-A", "beatfail", "beat", "-S", "redbeat.RedBeatScheduler",
+            "--loglevel", "INFO", "--pidfile=", "--schedule", str(beat_dir / f"{name}.db"),
+        ]  # fmt: skip
+        # Ready = its banner is printed; it then blocks in beat_init until it holds the lock.
+        beat = start_worker(args, env, beat_dir / f"{name}.log", ready_text="beat: Starting")
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        if beat.process.poll() is None:
+            os.killpg(beat.process.pid, signal.SIGKILL)
+            beat.process.wait()
+
+
+def published(client: redis.Redis) -> list[tuple[float, int]]:
+    """(publish time, publishing pid) of each tick message waiting in the queue, oldest first."""
+    ticks = []
+    for raw in client.lrange(QUEUE, 0, -1):
+        headers = json.loads(raw)["headers"]
+        if headers.get("task") != TASK:
+            continue
+        sent = datetime.fromisoformat(headers["expires"]).timestamp() - EXPIRES
+        # origin: "gen<pid>@<host>", the producer process
+        ticks.append((sent, int(str(headers["origin"]).split("@", 1)[0].removeprefix("gen"))))
+    return sorted(ticks)
+
+
+def holds_lock(beat: WorkerProcess) -> bool:
+    return "beat: Acquired lock" in beat.log()
+
+
+def assert_no_tick_twice(ticks: list[tuple[float, int]]) -> None:
+    gaps = [later[0] - earlier[0] for earlier, later in zip(ticks, ticks[1:], strict=False)]
+    assert gaps, ticks
+    assert min(gaps) >= INTERVAL / 2, f"a tick was published twice: gaps {gaps}"
+
+
+def failover(
+    start_beat: object, client: redis.Redis, sig: signal.Signals
+) -> tuple[float, list[tuple[float, int]]]:
+    """Two Beats, the lock holder stopped with ``sig``: (takeover seconds, every tick)."""
+    first = start_beat("beat-a")  # type: ignore[operator]
+    wait_until(lambda: holds_lock(first), timeout=30, what="beat-a holds the lock")
+    second = start_beat("beat-b")  # type: ignore[operator]
+    # Several ticks with both running: only the lock holder publishes.
+    wait_until(lambda: len(published(client)) >= 4, timeout=30, what="four ticks")
+    assert {pid for _, pid in published(client)} == {first.process.pid}
+    assert not holds_lock(second), second.log()
+    lock_key = "worker_app:redbeat::lock"
+    assert client.exists(lock_key), client.keys("*")
+
+    stopped_at = time.time()
+    os.kill(first.process.pid, sig)
+    first.process.wait(timeout=30)
+    takeover_ticks = wait_until(
+        lambda: [t for t in published(client) if t[1] == second.process.pid],
+        timeout=BOUND + 15,
+        what="beat-b publishes",
+    )
+    takeover = takeover_ticks[0][0] - stopped_at
+    # Two more of the standby's ticks: it goes on scheduling at the interval.
+    wait_until(
+        lambda: sum(1 for t in published(client) if t[1] == second.process.pid) >= 3,
+        timeout=10,
+        what="three ticks of beat-b",
+    )
+    assert holds_lock(second)
+    ticks = published(client)
+    print(f"\n{sig.name}: takeover {takeover:.2f} s (bound {BOUND} s); ticks {len(ticks)}")
+    return takeover, ticks
+
+
+def test_sigkill_of_the_lock_holder_hands_over_within_the_bound(
+    start_beat: object, redis_server: RedisServer
+) -> None:
+    client = redis_server.client(0)
+    takeover, ticks = failover(start_beat, client, signal.SIGKILL)
+    assert takeover <= BOUND + MAX_LOOP, f"takeover {takeover:.2f} s > bound {BOUND} s"
+    assert_no_tick_twice(ticks)
+
+
+def test_sigterm_of_the_lock_holder_releases_the_lock(
+    start_beat: object, redis_server: RedisServer
+) -> None:
+    client = redis_server.client(0)
+    takeover, ticks = failover(start_beat, client, signal.SIGTERM)
+    # The lock was released: no waiting for its expiry, one standby retry at most.
+    assert takeover <= MAX_LOOP + INTERVAL + 1, f"takeover {takeover:.2f} s after SIGTERM"
+    assert_no_tick_twice(ticks)
