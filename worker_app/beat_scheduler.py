@@ -45,11 +45,20 @@ def key_prefix(settings: Settings) -> str:
     return f"{settings.key_prefix}:redbeat:"
 
 
+def _prefix_of(conf: Any) -> str:
+    return str(conf.get("redbeat_key_prefix") or "redbeat:")
+
+
+def schedule_key_of(conf: Any) -> str:
+    """The sorted set of RedBeat's schedule with ``conf`` (exists once a RedBeat Beat started)."""
+    return _prefix_of(conf) + ":schedule"
+
+
 def lock_key_of(conf: Any) -> str:
     """The lock key RedBeat uses with ``conf`` (the rule of ``redbeat.schedulers.RedBeatConfig``:
     ``redbeat_lock_key``, prefixed when it does not start with the prefix, else
     ``<prefix>:lock``)."""
-    prefix = str(conf.get("redbeat_key_prefix") or "redbeat:")
+    prefix = _prefix_of(conf)
     lock_key = conf.get("redbeat_lock_key")
     if not lock_key:
         return prefix + ":lock"

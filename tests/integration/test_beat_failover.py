@@ -16,22 +16,26 @@ continues from the last tick instead of re-running it).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, start_worker
+from worker_app.dlq.store import DeadLetterStore
+from worker_app.metrics.exporter import QueueLayout, WorkerWatch, build_registry
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +46,8 @@ BOUND = LOCK_TIMEOUT + MAX_LOOP  # worker_app.beat_scheduler.takeover_bound
 EXPIRES = 3600  # seconds; the expires header minus this is the publish time
 TASK = "beatfail.tick"
 QUEUE = "default"
+
+StartBeat = Callable[[str], WorkerProcess]
 
 APP = f"""
 from celery import Celery
@@ -71,7 +77,7 @@ def beat_dir(tmp_path: Path, redis_server: RedisServer) -> Path:
 
 
 @pytest.fixture
-def start_beat(beat_dir: Path, redis_server: RedisServer) -> Iterator[object]:
+def start_beat(beat_dir: Path, redis_server: RedisServer) -> Iterator[StartBeat]:
     """Start ``celery -A beatfail beat -S redbeat.RedBeatScheduler``; all killed afterwards."""
     started: list[WorkerProcess] = []
     env = {
@@ -115,18 +121,18 @@ def holds_lock(beat: WorkerProcess) -> bool:
 
 
 def assert_no_tick_twice(ticks: list[tuple[float, int]]) -> None:
-    gaps = [later[0] - earlier[0] for earlier, later in zip(ticks, ticks[1:], strict=False)]
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(ticks)]
     assert gaps, ticks
     assert min(gaps) >= INTERVAL / 2, f"a tick was published twice: gaps {gaps}"
 
 
 def failover(
-    start_beat: object, client: redis.Redis, sig: signal.Signals
+    start_beat: StartBeat, client: redis.Redis, sig: signal.Signals
 ) -> tuple[float, list[tuple[float, int]]]:
     """Two Beats, the lock holder stopped with ``sig``: (takeover seconds, every tick)."""
-    first = start_beat("beat-a")  # type: ignore[operator]
+    first = start_beat("beat-a")
     wait_until(lambda: holds_lock(first), timeout=30, what="beat-a holds the lock")
-    second = start_beat("beat-b")  # type: ignore[operator]
+    second = start_beat("beat-b")
     # Several ticks with both running: only the lock holder publishes.
     wait_until(lambda: len(published(client)) >= 4, timeout=30, what="four ticks")
     assert {pid for _, pid in published(client)} == {first.process.pid}
@@ -156,7 +162,7 @@ def failover(
 
 
 def test_sigkill_of_the_lock_holder_hands_over_within_the_bound(
-    start_beat: object, redis_server: RedisServer
+    start_beat: StartBeat, redis_server: RedisServer
 ) -> None:
     client = redis_server.client(0)
     takeover, ticks = failover(start_beat, client, signal.SIGKILL)
@@ -165,10 +171,50 @@ def test_sigkill_of_the_lock_holder_hands_over_within_the_bound(
 
 
 def test_sigterm_of_the_lock_holder_releases_the_lock(
-    start_beat: object, redis_server: RedisServer
+    start_beat: StartBeat, redis_server: RedisServer
 ) -> None:
     client = redis_server.client(0)
     takeover, ticks = failover(start_beat, client, signal.SIGTERM)
     # The lock was released: no waiting for its expiry, one standby retry at most.
     assert takeover <= MAX_LOOP + INTERVAL + 1, f"takeover {takeover:.2f} s after SIGTERM"
     assert_no_tick_twice(ticks)
+
+
+def lock_metrics(app_conf: dict[str, object], client: redis.Redis) -> dict[str, float]:
+    """What the broker exporter's registry says about the Beat lock now."""
+
+    class App:
+        conf = app_conf
+
+    registry, _ = build_registry(
+        App(), client, QueueLayout(queues=(QUEUE,)), DeadLetterStore(client), 100,
+        WorkerWatch(events=False, inspect_interval=0),
+    )  # fmt: skip
+    assert isinstance(registry, CollectorRegistry)
+    return {
+        sample.name: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name.startswith("worker_app_beat_lock")
+    }
+
+
+def test_the_exporter_reports_the_lock(start_beat: StartBeat, redis_server: RedisServer) -> None:
+    """The broker exporter's registry (build_registry) on the real Redis of real Beats."""
+    client = redis_server.client(0)
+    conf: dict[str, object] = {"redbeat_key_prefix": "worker_app:redbeat:"}
+    assert lock_metrics(conf, client) == {}, "no RedBeat here: no lock metrics"
+    beat = start_beat("beat-a")
+    wait_until(lambda: holds_lock(beat), timeout=30, what="beat-a holds the lock")
+    metrics = lock_metrics(conf, client)
+    assert metrics["worker_app_beat_lock_held"] == 1
+    assert 0 < metrics["worker_app_beat_lock_ttl_seconds"] <= LOCK_TIMEOUT
+    os.kill(beat.process.pid, signal.SIGKILL)
+    beat.process.wait(timeout=10)
+    # Nobody renews it: it expires within LOCK_TIMEOUT, then held 0 (the schedule stays).
+    wait_until(
+        lambda: lock_metrics(conf, client).get("worker_app_beat_lock_held") == 0,
+        timeout=LOCK_TIMEOUT + 5,
+        what="the lock expired",
+    )
+    assert lock_metrics(conf, client)["worker_app_beat_lock_ttl_seconds"] == 0
