@@ -218,3 +218,37 @@ def test_the_exporter_reports_the_lock(start_beat: StartBeat, redis_server: Redi
         what="the lock expired",
     )
     assert lock_metrics(conf, client)["worker_app_beat_lock_ttl_seconds"] == 0
+
+
+def test_a_stalled_lock_holder_steps_down_without_publishing(
+    start_beat: StartBeat, redis_server: RedisServer
+) -> None:
+    """SIGSTOP (a frozen VM, a long pause) past the lock timeout: the standby takes over; the
+    old Beat, resumed, finds its lock gone at its next renewal and exits before publishing."""
+    client = redis_server.client(0)
+    first = start_beat("beat-a")
+    wait_until(lambda: holds_lock(first), timeout=30, what="beat-a holds the lock")
+    second = start_beat("beat-b")
+    wait_until(lambda: len(published(client)) >= 2, timeout=30, what="two ticks")
+    os.kill(first.process.pid, signal.SIGSTOP)
+    wait_until(lambda: holds_lock(second), timeout=BOUND + 15, what="beat-b takes the lock")
+    wait_until(
+        lambda: sum(1 for t in published(client) if t[1] == second.process.pid) >= 2,
+        timeout=10,
+        what="two ticks of beat-b",
+    )
+    resumed_at = time.time()
+    os.kill(first.process.pid, signal.SIGCONT)
+    rc = first.process.wait(timeout=30)
+    log = first.log()
+    print(f"\nresumed Beat exited with {rc} after {time.time() - resumed_at:.2f} s")
+    assert rc != 0, log
+    assert "LockNotOwnedError" in log or "LockError" in log, log
+    late = [t for t in published(client) if t[1] == first.process.pid and t[0] > resumed_at]
+    assert late == [], f"the stalled Beat published after resuming: {late}"
+    wait_until(
+        lambda: sum(1 for t in published(client) if t[1] == second.process.pid) >= 4,
+        timeout=10,
+        what="beat-b goes on",
+    )
+    assert_no_tick_twice(published(client))
