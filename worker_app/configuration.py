@@ -21,6 +21,7 @@ from kombu.utils.imports import symbol_by_name
 
 from worker_app import broker_transport, json_logging
 from worker_app.amqp import GuardedAMQP, GuardedSender, guarded_amqp_class
+from worker_app.beat_scheduler import configure_beat
 from worker_app.pools import Catalogue, load_catalogue
 from worker_app.queues import celery_queues
 from worker_app.settings import Settings, SettingsError
@@ -224,6 +225,7 @@ def configure(app: Celery, **overrides: Any) -> Celery:
         maintenance_schedule(settings.maintenance_interval, catalogue.maintenance_queue)
     )
     conf.beat_schedule = schedule
+    configure_beat(conf, settings, _set_by_user)
     if conf.result_expires == DEFAULTS["result_expires"]:
         conf.result_expires = 24 * 3600
     _guard_publishes(app)

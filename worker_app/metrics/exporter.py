@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker_app.dlq.store import FIELD_SEP, DeadLetterStore
+from worker_app.metrics.beat_lock import beat_lock_collector
 from worker_app.pools import Catalogue
 
 logger = logging.getLogger("worker_app.exporter")
@@ -501,6 +502,7 @@ def build_registry(
     registry = CollectorRegistry()
     collector = BrokerCollector(client, layout, dlq, unacked_scan_limit)
     registry.register(collector)
+    registry.register(beat_lock_collector(app, dlq.client))  # the state Redis, as RedBeat's
     if catalogue is not None:
         registry.register(CatalogueCollector(catalogue))
     if watch.events:
