@@ -161,11 +161,12 @@ def test_the_rules_names_exist_and_all_is_quiet_when_healthy(stack: Stack) -> No
 
 def test_a_lagging_replica(stack: Stack) -> None:
     replica = redis.Redis(port=stack.ports["replica"], socket_timeout=30)
-    sleeper = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", "14"))
+    # Lag shows past 10 s: 20 s asleep leaves Prometheus a 10 s window to see it (under load).
+    sleeper = threading.Thread(target=replica.execute_command, args=("DEBUG", "SLEEP", "20"))
     sleeper.start()
     try:
         lagging = wait_until(
-            lambda: stack.firing("RedisReplicaLagging"), timeout=25, what="the lag seen"
+            lambda: stack.firing("RedisReplicaLagging"), timeout=35, what="the lag seen"
         )
         assert lagging[0]["slave_port"] == str(stack.ports["replica"]), lagging
     finally:
