@@ -94,7 +94,9 @@ idempotence() {
 }
 
 check() {
+  local start=$SECONDS
   playbook ansible/site.yml --check --diff | tee "$work/check.log"
+  echo "rehearse: check mode took $((SECONDS - start)) s" | tee -a "$work/times.txt"
   local changed
   changed="$(recap_changed "$work/check.log")"
   if [[ "$changed" != "0" ]]; then
