@@ -267,6 +267,8 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     ) as client:
         client.execute_command("SENTINEL", "FAILOVER", cluster.master)
     cluster.wait_for_promotion(old)
+    cluster.wait_for_role(old, "slave")  # demoted: the worker's connections to it answer so
+    # The producer's pooled connection to the old primary is told READONLY: it reconnects.
     app.send_task("examples.record", args=[f"{token}-after"], queue="default")
     wait_until(
         lambda: ledger.exists(f"{RAN}{token}-after"), timeout=40, what="a task after failover"

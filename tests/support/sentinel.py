@@ -230,6 +230,18 @@ class SentinelCluster:
         node = _wait(promoted, timeout, "a replica promoted")
         return node, time.monotonic() - started
 
+    def wait_for_role(self, node: Node, role: str, timeout: float = 30) -> None:
+        """Until ``node`` answers ROLE with ``role`` (``master`` or ``slave``)."""
+
+        def has_role() -> bool:
+            try:
+                found = self.node_client(node).execute_command("ROLE")[0]
+            except redis.RedisError:
+                return False
+            return bool((found.decode() if isinstance(found, bytes) else found) == role)
+
+        _wait(has_role, timeout, f"{node.name} is a {role}")
+
     def restart(self, node: Node) -> None:
         """Start a killed node again (Sentinel turns it into a replica of the new master)."""
         node.start()
