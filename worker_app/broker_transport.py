@@ -200,6 +200,13 @@ def is_role_change(exc: BaseException) -> bool:
     )
 
 
+def role_changed(exc: BaseException) -> redis.exceptions.ConnectionError:
+    """The connection error a role change (:func:`is_role_change`) is to the transport."""
+    return redis.exceptions.ConnectionError(
+        f"the Redis master this connection reached became a replica (a failover?): {exc}"
+    )
+
+
 def reconnect_pause(down_for: float) -> float:
     """The longest a worker whose connection broke ``down_for`` seconds ago may still wait
     before its next reconnection attempt once Redis is back: Celery's consumer reconnects
@@ -342,7 +349,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 # A failover demoted this master: a broken connection, found again through
                 # Sentinel (or the same address) when Celery reconnects.
                 self.client.connection.disconnect()
-                raise redis.exceptions.ConnectionError(str(exc)) from exc
+                raise role_changed(exc) from exc
             # After an empty scan, wait for a bell; after a bell, a timeout or a message,
             # scan again.
             self._block_next = not waiting and not reply
@@ -584,7 +591,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 results = pipe.execute()
             except redis.exceptions.ResponseError as exc:
                 if is_role_change(exc):  # a demoted master: reconnect, as for a broken one
-                    raise redis.exceptions.ConnectionError(str(exc)) from exc
+                    raise role_changed(exc) from exc
                 raise
         if replicas and int(results[-1]) < replicas:
             raise PublishNotReplicatedError(

@@ -275,3 +275,38 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     )
     assert worker.process.poll() is None
     assert "Unrecoverable error" not in worker.log()
+
+
+def test_a_demoted_primary_is_a_broken_connection_to_the_transport(tmp_path: Path) -> None:
+    """A primary turned into a replica (REPLICAOF) answers a consumer waiting on it with
+    UNBLOCKED and a publish with READONLY: the transport raises a connection error (kombu and
+    Celery reconnect, and through Sentinel find the new primary), not a channel error."""
+    from kombu import Connection  # noqa: PLC0415
+
+    from tests.support.redis_server import start_redis  # noqa: PLC0415
+
+    primary = start_redis(tmp_path / "primary")
+    other = start_redis(tmp_path / "other")
+    conn = Connection(primary.url(0), transport="worker_app.broker_transport:Transport")
+    try:
+        queue = conn.SimpleQueue(f"demoted-{uuid.uuid4().hex[:6]}")
+        with pytest.raises(Exception) as empty:  # noqa: PT011 - kombu's Empty
+            queue.get(block=True, timeout=0.3)  # a scan, then the consumer waits on a bell
+        assert type(empty.value).__name__ == "Empty"
+        timer = threading.Timer(
+            0.5, lambda: primary.client().execute_command("REPLICAOF", "127.0.0.1", other.port)
+        )
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError, match="became a replica.*UNBLOCKED"):
+            queue.get(block=True, timeout=5)
+        assert time.monotonic() - started < 4  # not the timeout: Redis answered UNBLOCKED
+        timer.join()
+        channel = conn.default_channel
+        with pytest.raises(redis.ConnectionError, match="became a replica.*read only"):
+            channel._put(queue.queue.name, {"body": "x", "properties": {}})
+        queue.close()
+    finally:
+        conn.release()
+        primary.stop()
+        other.stop()
