@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,8 +20,15 @@ from typing import Any
 import pytest
 import redis
 
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
-from tests.support.sentinel import CELERY_PASSWORD, SentinelCluster, start_cluster
+from tests.support.sentinel import (
+    CELERY_PASSWORD,
+    SENTINEL_PASSWORD,
+    SENTINEL_USER,
+    SentinelCluster,
+    start_cluster,
+)
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, start_worker
 from worker_app.broker_transport import PublishNotReplicatedError
@@ -116,7 +124,7 @@ def test_a_worker_on_sentinel_survives_a_failover_mid_stream_without_losing_a_ta
             count += 1
             try:
                 app.send_task("examples.record", args=[token], queue="default")
-            except Exception as exc:  # noqa: BLE001 - any refusal: not confirmed, counted
+            except Exception as exc:  # any refusal: not confirmed, counted
                 failed.append(f"{token} {type(exc).__name__}: {exc}")
                 time.sleep(0.05)
                 continue
@@ -163,7 +171,7 @@ def test_a_worker_on_sentinel_survives_a_failover_mid_stream_without_losing_a_ta
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
     after_kill = [token for token, at in confirmed.items() if at > killed_at]
     first_run = min(
-        float(ledger.lindex(f"{RAN}{token}", 0).split(b" ", 1)[0])  # type: ignore[union-attr]
+        float(ledger.lindex(f"{RAN}{token}", 0).split(b" ", 1)[0])  # type: ignore[union-attr,arg-type]
         for token in after_kill
     )
     print(
@@ -175,12 +183,28 @@ def test_a_worker_on_sentinel_survives_a_failover_mid_stream_without_losing_a_ta
 
 
 def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
-    cluster: SentinelCluster, start_sentinel_worker: StartWorker
+    cluster: SentinelCluster, start_sentinel_worker: StartWorker, tmp_path: Path
 ) -> None:
-    """The DLQ, the examples' records and ``worker-app dlq`` all reach Redis through Sentinel;
-    a dead letter written (and replicated) before a failover is listed and replayed after it."""
+    """The DLQ, the examples' records, ``worker-app dlq`` and ``worker-app exporter`` all reach
+    Redis through Sentinel; a dead letter written (and replicated) before a failover is listed,
+    exported and replayed after it."""
     env = cluster.env()
     start_sentinel_worker(env, "default", "--concurrency", "1")
+    port = free_port()
+    exporter = start_worker(
+        ["worker_app.cli", "exporter", "--port", str(port), "--no-events"],
+        {**env, "WORKER_APP_LOG_FORMAT": "text"},
+        tmp_path / "exporter.log",
+        ready_text="exporter on http://",
+    )
+
+    def exported(name: str) -> float | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            for line in page.read().decode().splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split()[1])
+        return None
+
     app = producer(env)
     token = uuid.uuid4().hex[:8]
     app.send_task("examples.always_fails", args=[token], queue="default")
@@ -193,11 +217,18 @@ def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
 
     (entry,) = wait_until(listed, timeout=30, what="the dead letter, listed through Sentinel")
     assert entry["task_name"] == "examples.always_fails"
+    assert exported("worker_app_exporter_broker_up") == 1
+    assert exported("worker_app_dlq_entries") == 1
     master = cluster.master_client()
     assert master.wait(2, 5000) == 2  # the entry is on both replicas
     old = cluster.kill_primary()
     cluster.wait_for_promotion(old)
     assert [e["id"] for e in listed()] == [entry["id"]]
+    # The exporter's client found the new primary (a scrape may fail while it does).
+    wait_until(
+        lambda: exported("worker_app_exporter_broker_up") == 1, timeout=20, what="exporter up"
+    )
+    assert exported("worker_app_dlq_entries") == 1
 
     master = cluster.master_client()
     master.set(f"worker_app:examples:fixed:{token}", 1)
@@ -210,6 +241,8 @@ def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
         what="the replayed task ran on the new primary",
     )
     assert listed() == []
+    assert exported("worker_app_dlq_entries") == 0
+    exporter.stop()
 
 
 def test_a_publish_waits_for_replicas_or_fails_clearly(cluster: SentinelCluster) -> None:
@@ -263,7 +296,7 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     old = cluster.primary()
     sentinel = cluster.sentinels[0]
     with redis.Redis(
-        host="127.0.0.1", port=sentinel.port, username="admin", password="sentinel-secret"
+        host="127.0.0.1", port=sentinel.port, username=SENTINEL_USER, password=SENTINEL_PASSWORD
     ) as client:
         client.execute_command("SENTINEL", "FAILOVER", cluster.master)
     cluster.wait_for_promotion(old)
@@ -290,7 +323,7 @@ def test_a_demoted_primary_is_a_broken_connection_to_the_transport(tmp_path: Pat
     conn = Connection(primary.url(0), transport="worker_app.broker_transport:Transport")
     try:
         queue = conn.SimpleQueue(f"demoted-{uuid.uuid4().hex[:6]}")
-        with pytest.raises(Exception) as empty:  # noqa: PT011 - kombu's Empty
+        with pytest.raises(Exception) as empty:  # kombu's Empty
             queue.get(block=True, timeout=0.3)  # a scan, then the consumer waits on a bell
         assert type(empty.value).__name__ == "Empty"
         timer = threading.Timer(
@@ -298,15 +331,25 @@ def test_a_demoted_primary_is_a_broken_connection_to_the_transport(tmp_path: Pat
         )
         timer.start()
         started = time.monotonic()
-        with pytest.raises(redis.ConnectionError, match="became a replica.*UNBLOCKED"):
+        with pytest.raises(redis.ConnectionError, match=r"became a replica.*UNBLOCKED"):
             queue.get(block=True, timeout=5)
         assert time.monotonic() - started < 4  # not the timeout: Redis answered UNBLOCKED
         timer.join()
         channel = conn.default_channel
-        with pytest.raises(redis.ConnectionError, match="became a replica.*read only"):
+        with pytest.raises(redis.ConnectionError, match=r"became a replica.*read only"):
             channel._put(queue.queue.name, {"body": "x", "properties": {}})
         queue.close()
     finally:
         conn.release()
         primary.stop()
         other.stop()
+
+
+def test_a_sentinel_url_without_a_master_name_stops_the_commands_clearly() -> None:
+    """``worker-app worker`` and ``worker-app dlq`` with a sentinel:// URL and no
+    WORKER_APP_SENTINEL_MASTER exit with an error naming the variable."""
+    env = {"CELERY_BROKER_URL": "sentinel://celery:secret@127.0.0.1:1/0"}
+    for args in (("dlq", "list"), ("worker", "--pool", "default")):
+        done = cli(env, *args)
+        assert done.returncode != 0
+        assert "WORKER_APP_SENTINEL_MASTER must name the Sentinel master" in done.stderr
