@@ -169,10 +169,11 @@ def test_a_worker_on_sentinel_survives_a_failover_mid_stream_without_losing_a_ta
         )
     counts = runs()
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
-    after_kill = [token for token, at in confirmed.items() if at > killed_at]
+    # Published once the Sentinels named the new primary: taken from it.
+    on_new = [token for token, at in confirmed.items() if at > killed_at + promotion]
     first_run = min(
         float(ledger.lindex(f"{RAN}{token}", 0).split(b" ", 1)[0])  # type: ignore[union-attr,arg-type]
-        for token in after_kill
+        for token in on_new
     )
     print(
         f"\nsentinel failover: {len(tokens)} tasks confirmed ({confirmed_at_kill} before the "
