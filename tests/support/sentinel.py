@@ -186,7 +186,8 @@ class SentinelCluster:
 
     def _online_replicas(self) -> int:
         try:
-            info = self.node_client(self.primary()).info("replication")
+            primary = self.primary() if self.sentinels else self.data[0]
+            info = self.node_client(primary).info("replication")
         except (redis.RedisError, AssertionError):
             return 0
         return sum(
@@ -286,6 +287,7 @@ def start_cluster(workdir: Path, replicas: int = 2, sentinels: int = 3) -> Senti
             "--masteruser", "replica",
             "--masterauth", REPLICA_PASSWORD,
             "--repl-ping-replica-period", "1",
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if index:
             args += ["--replicaof", "127.0.0.1", str(primary_port)]
@@ -296,6 +298,9 @@ def start_cluster(workdir: Path, replicas: int = 2, sentinels: int = 3) -> Senti
         node.start()
     for node in data:
         _wait_answers(node, cluster)
+    # Replicas in sync before the Sentinels start: their first INFO of the primary finds
+    # them (the next comes 10 s later).
+    _wait(lambda: cluster._online_replicas() >= replicas, 30, f"{replicas} replica(s) online")
     for index in range(sentinels):
         port = free_port()
         node_dir = workdir / f"sentinel{index}"
