@@ -170,15 +170,23 @@ def transport_options(settings: Settings, current: dict[str, Any] | None = None)
     )
     if is_sentinel_url(settings.broker_url):
         # Every kombu user of the process (Celery, Flower) finds the master through the
-        # Sentinels; the user's own values stay.
-        if settings.sentinel_master:
-            options.setdefault("master_name", settings.sentinel_master)
-        sentinel = settings.sentinel
-        if sentinel is not None and sentinel.sentinel_kwargs():
-            options.setdefault("sentinel_kwargs", sentinel.sentinel_kwargs())
+        # Sentinels.
+        options = sentinel_options(settings, options)
     if settings.publish_min_replicas:
         options["publish_min_replicas"] = settings.publish_min_replicas
         options["publish_replica_timeout"] = settings.publish_replica_timeout_ms
+    return options
+
+
+def sentinel_options(settings: Settings, current: dict[str, Any] | None) -> dict[str, Any]:
+    """Transport options (the broker's, or Celery's Sentinel result backend's) with the
+    Sentinel master name and the Sentinels' credentials; the user's own values stay."""
+    options = dict(current or {})
+    sentinel = settings.sentinel
+    if sentinel is not None:
+        options.setdefault("master_name", sentinel.master)
+        if sentinel.sentinel_kwargs():
+            options.setdefault("sentinel_kwargs", sentinel.sentinel_kwargs())
     return options
 
 
@@ -239,6 +247,10 @@ def configure(app: Celery, **overrides: Any) -> Celery:
     if settings.result_backend and not conf.result_backend:
         conf.result_backend = settings.result_backend
     conf.broker_transport_options = transport_options(settings, conf.broker_transport_options)
+    if isinstance(conf.result_backend, str) and is_sentinel_url(conf.result_backend):
+        conf.result_backend_transport_options = sentinel_options(
+            settings, conf.result_backend_transport_options
+        )
     if not conf.task_queues:
         conf.task_queues = celery_queues(catalogue)
     if conf.task_default_queue == DEFAULTS["task_default_queue"]:

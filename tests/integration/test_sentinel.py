@@ -283,16 +283,21 @@ def test_a_publish_waits_for_replicas_or_fails_clearly(cluster: SentinelCluster)
 def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     cluster: SentinelCluster, redis_server: RedisServer, start_sentinel_worker: StartWorker
 ) -> None:
-    """SENTINEL FAILOVER demotes the primary while the worker waits on it (Redis answers the
-    blocked command with UNBLOCKED, writes with READONLY): the worker reconnects to the new
-    primary and runs the next task."""
+    """SENTINEL FAILOVER demotes the primary while the worker waits on it: the worker
+    reconnects to the new primary and runs the next task; the producer's pooled connection to
+    the demoted primary (told READONLY) reconnects too; results (Celery's Sentinel result
+    backend, given the master name by configure) follow the new primary."""
     ledger = redis_server.client(0)
-    env = {**cluster.env(), "WORKER_APP_REDIS_URL": redis_server.url(0)}
+    env = {
+        **cluster.env(),
+        "WORKER_APP_REDIS_URL": redis_server.url(0),
+        "CELERY_RESULT_BACKEND": cluster.url(1),
+    }
     worker = start_sentinel_worker(env, "default", "--concurrency", "1")
     app = producer(env)
     token = uuid.uuid4().hex[:8]
-    app.send_task("examples.record", args=[f"{token}-before"], queue="default")
-    wait_until(lambda: ledger.exists(f"{RAN}{token}-before"), timeout=30, what="a task ran")
+    before = app.send_task("examples.record", args=[f"{token}-before"], queue="default")
+    assert before.get(timeout=30) == f"{token}-before"
     time.sleep(1.5)  # the worker waits on a bell (a blocked BRPOP) of the primary
     old = cluster.primary()
     sentinel = cluster.sentinels[0]
@@ -303,10 +308,9 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     cluster.wait_for_promotion(old)
     cluster.wait_for_role(old, "slave")  # demoted: the worker's connections to it answer so
     # The producer's pooled connection to the old primary is told READONLY: it reconnects.
-    app.send_task("examples.record", args=[f"{token}-after"], queue="default")
-    wait_until(
-        lambda: ledger.exists(f"{RAN}{token}-after"), timeout=40, what="a task after failover"
-    )
+    after = app.send_task("examples.record", args=[f"{token}-after"], queue="default")
+    assert after.get(timeout=40) == f"{token}-after"
+    assert ledger.exists(f"{RAN}{token}-after")
     assert worker.process.poll() is None
     assert "Unrecoverable error" not in worker.log()
 

@@ -26,6 +26,7 @@ URL = (
 )
 ENV_NAMES = (
     "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
     "WORKER_APP_REDIS_URL",
     "WORKER_APP_SENTINEL_MASTER",
     "WORKER_APP_SENTINEL_USERNAME",
@@ -117,3 +118,17 @@ def test_install_serves_sentinel_urls_with_the_reliable_transport() -> None:
     assert issubclass(ReliableSentinelChannel, ReliableChannel)
     options = set(ReliableSentinelChannel.from_transport_options)
     assert {"master_name", "sentinel_kwargs", "inflight_grace", "publish_min_replicas"} <= options
+
+
+def test_a_sentinel_result_backend_gets_the_master_name_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", URL)
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", URL.replace("/2", "/3"))
+    monkeypatch.setenv("WORKER_APP_SENTINEL_MASTER", "celery-master")
+    monkeypatch.setenv("WORKER_APP_SENTINEL_PASSWORD", "sentinel-pass")
+    conf = configure(Celery("proj", set_as_current=False)).conf
+    assert conf.result_backend_transport_options == {
+        "master_name": "celery-master",
+        "sentinel_kwargs": {"password": "sentinel-pass"},
+    }
