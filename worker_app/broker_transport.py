@@ -304,6 +304,18 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         self._consumed = False  # registered (by a scan) as a consumer
         self._beating_since = 0.0
 
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """kombu's connection parameters; a connection error, not an ``AttributeError``, once
+        the transport is detached: Celery acknowledges a task that finished while its broker
+        connection broke (a failover, a restart) on the old channel, whose pool is gone. The
+        message stays owned by this consumer, and the process's next consumer returns it."""
+        connection = self.connection
+        if connection is None or getattr(connection, "client", None) is None:
+            raise redis.exceptions.ConnectionError(
+                "this channel's broker connection broke and was closed: it reaches no Redis"
+            )
+        return dict(super()._connparams(asynchronous))
+
     # -- taking messages ---------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
         if timeout is None:

@@ -358,3 +358,27 @@ def test_a_sentinel_url_without_a_master_name_stops_the_commands_clearly() -> No
         done = cli(env, *args)
         assert done.returncode != 0
         assert "WORKER_APP_SENTINEL_MASTER must name the Sentinel master" in done.stderr
+
+
+def test_an_ack_on_a_channel_closed_by_a_broken_connection_is_a_connection_error(
+    redis_server: RedisServer,
+) -> None:
+    """Celery acknowledges a task that finished while its broker connection broke on the old
+    channel, after it collected the connection. That ack is a connection error (Celery logs
+    "Couldn't ack" and goes on), not an AttributeError that stops the worker ("Unrecoverable
+    error", seen once in the failover test); the message is not lost."""
+    from kombu import Connection  # noqa: PLC0415
+
+    transport = "worker_app.broker_transport:Transport"
+    name = f"collected-{uuid.uuid4().hex[:6]}"
+    conn = Connection(redis_server.url(0), transport=transport)
+    queue = conn.SimpleQueue(name)
+    queue.put({"n": 1})
+    message = queue.get(block=True, timeout=5)
+    conn.collect()  # what Celery does with a connection that broke
+    with pytest.raises(redis.ConnectionError, match="broke and was closed"):
+        message.ack()
+    # Returned to its queue when the channel closed (Redis was reachable here; when it is
+    # not, the process's next consumer returns it).
+    client = redis_server.client(0)
+    assert client.llen(name) == 1
