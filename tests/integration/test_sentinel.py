@@ -110,7 +110,7 @@ def test_a_worker_on_sentinel_survives_a_failover_mid_stream_without_losing_a_ta
         "WORKER_APP_PUBLISH_MIN_REPLICAS": "1",
         "WORKER_APP_PUBLISH_REPLICA_TIMEOUT_MS": "1000",
     }
-    start_sentinel_worker(env, "default", "--concurrency", "2")
+    worker = start_sentinel_worker(env, "default", "--concurrency", "2")
     app = producer(env)
     run = uuid.uuid4().hex[:8]
     confirmed: dict[str, float] = {}  # token -> when its publish returned
@@ -167,6 +167,8 @@ def test_a_worker_on_sentinel_survives_a_failover_mid_stream_without_losing_a_ta
             f"{len(missing)} of {len(tokens)} confirmed tasks never ran: {missing[:20]}\n"
             f"{cluster.logs()}"
         )
+    assert worker.process.poll() is None, worker.log()[-5000:]
+    assert "Unrecoverable error" not in worker.log()
     counts = runs()
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
     # Published once the Sentinels named the new primary: taken from it.
