@@ -108,3 +108,22 @@ def _redacted(url: str) -> str:
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@")
     return url
+
+
+def redbeat_options(url: str, config: SentinelConfig) -> tuple[str, dict[str, Any]]:
+    """``(redbeat_redis_url, redbeat_redis_options)`` that make RedBeat (celery-redbeat) reach
+    the current master of ``config.master`` through the Sentinels of ``url``."""
+    parsed = SentinelURL.parse(url)
+    options: dict[str, Any] = {
+        "sentinels": [list(address) for address in parsed.sentinels],
+        "service_name": config.master,
+        "db": parsed.db,
+        "socket_timeout": 10,
+    }
+    if parsed.username:
+        options["username"] = parsed.username
+    if parsed.password:
+        options["password"] = parsed.password
+    if config.sentinel_kwargs():
+        options["sentinel_kwargs"] = {"socket_timeout": 10, **config.sentinel_kwargs()}
+    return "redis-sentinel://", options

@@ -384,3 +384,36 @@ def test_an_ack_on_a_channel_closed_by_a_broken_connection_is_a_connection_error
     # not, the process's next consumer returns it).
     client = redis_server.client(0)
     assert client.llen(name) == 1
+
+
+def test_redbeat_reaches_the_master_through_sentinel_across_a_failover(
+    cluster: SentinelCluster,
+) -> None:
+    """``worker_app.sentinel.redbeat_options`` (for the Beat wiring: ``redbeat_redis_url`` and
+    ``redbeat_redis_options``) give RedBeat a client of the master that follows a failover."""
+    from celery import Celery  # noqa: PLC0415
+    from redbeat.schedulers import get_redis  # noqa: PLC0415
+
+    from worker_app.sentinel import SentinelConfig, redbeat_options  # noqa: PLC0415
+
+    url, options = redbeat_options(
+        cluster.url(0), SentinelConfig(cluster.master, SENTINEL_USER, SENTINEL_PASSWORD)
+    )
+    app = Celery("beat", set_as_current=False)
+    app.conf.redbeat_redis_url = url
+    app.conf.redbeat_redis_options = options
+    client = get_redis(app)
+    client.set("beat-probe", "before")
+    assert cluster.master_client().wait(2, 5000) == 2
+    old = cluster.kill_primary()
+    cluster.wait_for_promotion(old)
+    assert wait_until(lambda: _read(client, "beat-probe"), timeout=20) == "before"
+    client.set("beat-probe", "after")
+    assert cluster.master_client().get("beat-probe") == b"after"
+
+
+def _read(client: Any, key: str) -> Any:
+    try:
+        return client.get(key)
+    except redis.ConnectionError:
+        return None
