@@ -132,3 +132,18 @@ def test_a_sentinel_result_backend_gets_the_master_name_too(
         "master_name": "celery-master",
         "sentinel_kwargs": {"password": "sentinel-pass"},
     }
+
+
+def test_redbeat_options_name_the_sentinels_the_master_and_both_credentials() -> None:
+    from worker_app.sentinel import redbeat_options  # noqa: PLC0415
+
+    url, options = redbeat_options(URL, SentinelConfig("celery-master", "admin", "pw"))
+    assert url == "redis-sentinel://"
+    assert options["sentinels"] == [["10.0.0.1", 26379], ["10.0.0.2", 26380], ["10.0.0.3", 26379]]
+    assert (options["service_name"], options["db"]) == ("celery-master", 2)
+    assert (options["username"], options["password"]) == ("celery", "s@cret")
+    assert options["sentinel_kwargs"] == {
+        "socket_timeout": 10,
+        "username": "admin",
+        "password": "pw",
+    }
