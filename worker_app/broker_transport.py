@@ -41,7 +41,19 @@ an empty scan or a bell here, and the message published meanwhile comes with the
 command.
 
 :func:`install` makes it kombu's ``redis://`` transport in this process, so
-URLs, Flower and every other kombu user see the usual scheme.
+URLs, Flower and every other kombu user see the usual scheme; and, combined with kombu's
+``SentinelChannel`` (the master found through Redis Sentinel), its ``sentinel://`` transport.
+A failover is a broken connection to this transport: the worker reconnects (Celery), finds the
+new master (Sentinel), and its next consumer returns what the broken one held (the in-flight
+lists, owned sets and unacked entries live in Redis and were replicated). A demoted master's
+``READONLY`` reply, or the ``UNBLOCKED`` reply Redis gives a blocked command when it turns
+into a replica, is a broken connection too.
+
+Durability of a publish (``publish_min_replicas``, transport option): when > 0, a publish
+returns only after Redis ``WAIT`` (same connection, same round trip) confirms that many
+replicas have the message, and raises :class:`PublishNotReplicatedError` when fewer
+acknowledge within ``publish_replica_timeout`` (ms). Replication stays asynchronous: see
+docs/ha-worker-app.md for what this does and does not guarantee.
 """
 
 from __future__ import annotations
@@ -56,6 +68,8 @@ import weakref
 from typing import Any, ClassVar
 
 import kombu.transport
+import redis
+from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -160,6 +174,39 @@ return restored
 """
 
 
+class PublishNotReplicatedError(OperationalError):  # type: ignore[misc]  # kombu is untyped
+    """A publish reached the master but fewer replicas than ``publish_min_replicas``
+    acknowledged it in time: it may be lost if the master fails now (a retry would publish a
+    second copy, so none is made)."""
+
+    def __init__(self, acknowledged: int, required: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"the message was written to the Redis master but only {acknowledged} of the "
+            f"{required} replica(s) required (WORKER_APP_PUBLISH_MIN_REPLICAS) acknowledged "
+            f"it within {timeout_ms} ms: it may be lost if the master fails now"
+        )
+        self.acknowledged = acknowledged
+        self.required = required
+        self.timeout_ms = timeout_ms
+
+
+def is_role_change(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis saying the master we talk to became a replica (a failover):
+    ``READONLY`` to a write, ``UNBLOCKED`` to a blocked command."""
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(
+        ("UNBLOCKED", "READONLY")
+    )
+
+
+def role_changed(exc: BaseException) -> redis.exceptions.ConnectionError:
+    """The connection error a role change (:func:`is_role_change`) is to the transport."""
+    return redis.exceptions.ConnectionError(
+        f"the Redis master this connection reached became a replica (a failover?): {exc}"
+    )
+
+
 def reconnect_pause(down_for: float) -> float:
     """The longest a worker whose connection broke ``down_for`` seconds ago may still wait
     before its next reconnection attempt once Redis is back: Celery's consumer reconnects
@@ -233,7 +280,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         "inflight_grace",
         "inflight_refresh_interval",
         "inflight_sweep_interval",
+        "publish_min_replicas",
+        "publish_replica_timeout",
     )
+    #: a publish waits for this many replicas to acknowledge it (Redis WAIT; 0: off)
+    publish_min_replicas = 0
+    #: ... for at most this long (ms), then raises PublishNotReplicatedError
+    publish_replica_timeout = 1000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -250,6 +303,18 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         self._swept_at = time.time()
         self._consumed = False  # registered (by a scan) as a consumer
         self._beating_since = 0.0
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """kombu's connection parameters; a connection error, not an ``AttributeError``, once
+        the transport is detached: Celery acknowledges a task that finished while its broker
+        connection broke (a failover, a restart) on the old channel, whose pool is gone. The
+        message stays owned by this consumer, and the process's next consumer returns it."""
+        connection = self.connection
+        if connection is None or getattr(connection, "client", None) is None:
+            raise redis.exceptions.ConnectionError(
+                "this channel's broker connection broke and was closed: it reaches no Redis"
+            )
+        return dict(super()._connparams(asynchronous))
 
     # -- taking messages ---------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -290,6 +355,13 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except redis.exceptions.ResponseError as exc:
+                if not is_role_change(exc):
+                    raise
+                # A failover demoted this master: a broken connection, found again through
+                # Sentinel (or the same address) when Celery reconnects.
+                self.client.connection.disconnect()
+                raise role_changed(exc) from exc
             # After an empty scan, wait for a bell; after a bell, a timeout or a message,
             # scan again.
             self._block_next = not waiting and not reply
@@ -514,14 +586,29 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 batch.add("pexpire", bell, expires)
             return
         priority = self._get_message_priority(message, reverse=False)
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+        replicas = int(self.publish_min_replicas or 0)
+        # With replicas to wait for, no MULTI: WAIT inside a transaction does not wait. The
+        # writes and the WAIT still go in one round trip, on one connection (WAIT counts the
+        # replicas that have this connection's writes).
+        with self.conn_or_acquire() as client, client.pipeline(transaction=not replicas) as pipe:
             pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
             pipe.lpush(bell, 1)
             pipe.ltrim(self.physical(bell), 0, BELLS - 1)  # LTRIM: kombu does not prefix it
             if expires:  # the queue's keys expire together (x-expires)
                 for key in [*(self._q_for_pri(queue, step) for step in self.priority_steps), bell]:
                     pipe.pexpire(key, expires)
-            pipe.execute()
+            if replicas:
+                pipe.wait(replicas, int(self.publish_replica_timeout))
+            try:
+                results = pipe.execute()
+            except redis.exceptions.ResponseError as exc:
+                if is_role_change(exc):  # a demoted master: reconnect, as for a broken one
+                    raise role_changed(exc) from exc
+                raise
+        if replicas and int(results[-1]) < replicas:
+            raise PublishNotReplicatedError(
+                int(results[-1]), replicas, int(self.publish_replica_timeout)
+            )
 
     def _maybe_update_queues_expire(self, client: Any, queue: str) -> None:
         """kombu's refresh of an expiring queue's keys, its bell included."""
@@ -621,7 +708,28 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]  # kombu is untype
     Channel = ReliableChannel
 
 
+class ReliableSentinelChannel(ReliableChannel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """:class:`ReliableChannel` on the master that Redis Sentinel names (kombu's
+    ``SentinelChannel``: ``master_name``, ``sentinel_kwargs``, ``min_other_sentinels``)."""
+
+    from_transport_options = tuple(
+        dict.fromkeys(
+            (
+                *ReliableChannel.from_transport_options,
+                *kombu_redis.SentinelChannel.from_transport_options,
+            )
+        )
+    )
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """kombu's Sentinel transport with :class:`ReliableSentinelChannel`."""
+
+    Channel = ReliableSentinelChannel
+
+
 TRANSPORT_PATH = f"{__name__}:Transport"
+SENTINEL_TRANSPORT_PATH = f"{__name__}:SentinelTransport"
 
 
 #: kombu releases (major.minor) kombu's own Redis suite passed on with this transport
@@ -651,7 +759,9 @@ def _next(release: str) -> str:
 
 
 def install() -> None:
-    """Serve ``redis://`` URLs with :class:`Transport` in this process (on a tested kombu)."""
+    """Serve ``redis://`` URLs with :class:`Transport` and ``sentinel://`` URLs with
+    :class:`SentinelTransport` in this process (on a tested kombu)."""
     check_kombu()
-    kombu.transport.TRANSPORT_ALIASES["redis"] = TRANSPORT_PATH
-    kombu.transport._transport_cache.pop("redis", None)
+    for alias, path in (("redis", TRANSPORT_PATH), ("sentinel", SENTINEL_TRANSPORT_PATH)):
+        kombu.transport.TRANSPORT_ALIASES[alias] = path
+        kombu.transport._transport_cache.pop(alias, None)

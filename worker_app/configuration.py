@@ -24,6 +24,7 @@ from worker_app.amqp import GuardedAMQP, GuardedSender, guarded_amqp_class
 from worker_app.beat_scheduler import configure_beat
 from worker_app.pools import Catalogue, load_catalogue
 from worker_app.queues import celery_queues
+from worker_app.sentinel import is_sentinel_url
 from worker_app.settings import Settings, SettingsError
 
 logger = logging.getLogger("worker_app.configure")
@@ -90,7 +91,19 @@ def settings_of(app: Any) -> Settings:
     broker_url = conf.broker_url if conf is not None else None
     if isinstance(broker_url, str) and broker_url:
         settings = dataclasses.replace(settings, broker_url=broker_url)
-    return _under_global_keyprefix(settings, conf) if conf is not None else settings
+    if conf is None:
+        return settings
+    return _with_sentinel_master(_under_global_keyprefix(settings, conf), conf)
+
+
+def _with_sentinel_master(settings: Settings, conf: Any) -> Settings:
+    """``settings`` with the Sentinel master the app's transport options name, when the
+    environment names none."""
+    options = getattr(conf, "broker_transport_options", None) or {}
+    master = options.get("master_name")
+    if settings.sentinel_master or not master:
+        return settings
+    return dataclasses.replace(settings, sentinel_master=str(master))
 
 
 def _under_global_keyprefix(settings: Settings, conf: Any) -> Settings:
@@ -156,6 +169,25 @@ def transport_options(settings: Settings, current: dict[str, Any] | None = None)
         priority_steps=list(PRIORITY_STEPS),
         sep=PRIORITY_SEP,
     )
+    if is_sentinel_url(settings.broker_url):
+        # Every kombu user of the process (Celery, Flower) finds the master through the
+        # Sentinels.
+        options = sentinel_options(settings, options)
+    if settings.publish_min_replicas:
+        options["publish_min_replicas"] = settings.publish_min_replicas
+        options["publish_replica_timeout"] = settings.publish_replica_timeout_ms
+    return options
+
+
+def sentinel_options(settings: Settings, current: dict[str, Any] | None) -> dict[str, Any]:
+    """Transport options (the broker's, or Celery's Sentinel result backend's) with the
+    Sentinel master name and the Sentinels' credentials; the user's own values stay."""
+    options = dict(current or {})
+    sentinel = settings.sentinel
+    if sentinel is not None:
+        options.setdefault("master_name", sentinel.master)
+        if sentinel.sentinel_kwargs():
+            options.setdefault("sentinel_kwargs", sentinel.sentinel_kwargs())
     return options
 
 
@@ -200,6 +232,8 @@ def configure(app: Celery, **overrides: Any) -> Celery:
     settings = _under_global_keyprefix(
         _overrides(_user_settings(Settings.from_env(), conf), overrides), conf
     )
+    settings = _with_sentinel_master(settings, conf)
+    settings.check_sentinel()
     catalogue = load_and_check(settings)
     overridden: list[str] = []
     for name, (value, reason) in REQUIRED.items():
@@ -214,6 +248,10 @@ def configure(app: Celery, **overrides: Any) -> Celery:
     if settings.result_backend and not conf.result_backend:
         conf.result_backend = settings.result_backend
     conf.broker_transport_options = transport_options(settings, conf.broker_transport_options)
+    if isinstance(conf.result_backend, str) and is_sentinel_url(conf.result_backend):
+        conf.result_backend_transport_options = sentinel_options(
+            settings, conf.result_backend_transport_options
+        )
     if not conf.task_queues:
         conf.task_queues = celery_queues(catalogue)
     if conf.task_default_queue == DEFAULTS["task_default_queue"]:

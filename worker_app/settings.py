@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from worker_app.sentinel import SentinelConfig, is_sentinel_url
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
@@ -62,11 +64,40 @@ class Settings:
     maintenance_interval: int = 300
     # Largest serialized task body a producer may publish (see worker_app.message_size).
     max_message_bytes: int = 1024 * 1024
+    # Redis Sentinel (a ``sentinel://`` broker URL): the master (service) name, and the
+    # credentials of the Sentinels themselves (the URL's are the data nodes').
+    sentinel_master: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    # A publish returns only once this many replicas have the message (Redis WAIT; 0: off),
+    # waiting at most this long (ms) before it raises.
+    publish_min_replicas: int = 0
+    publish_replica_timeout_ms: int = 1000
 
     @property
     def state_redis_url(self) -> str:
         """The Redis that holds worker_app's own keys."""
         return self.redis_url or self.broker_url
+
+    @property
+    def sentinel(self) -> SentinelConfig | None:
+        """The Sentinel master and credentials (None: no master name is set)."""
+        if not self.sentinel_master:
+            return None
+        return SentinelConfig(self.sentinel_master, self.sentinel_username, self.sentinel_password)
+
+    def check_sentinel(self, master_elsewhere: bool = False) -> None:
+        """Refuse a ``sentinel://`` URL without a master name (``master_elsewhere``: the
+        app's transport options name one)."""
+        urls = [self.broker_url, self.state_redis_url]
+        if any(is_sentinel_url(url) for url in urls) and not (
+            self.sentinel_master or master_elsewhere
+        ):
+            raise SettingsError(
+                "WORKER_APP_SENTINEL_MASTER must name the Sentinel master (service) when the "
+                "broker URL is a sentinel:// URL (or set master_name in the app's "
+                "broker_transport_options)"
+            )
 
     @property
     def max_countdown(self) -> int:
@@ -109,5 +140,17 @@ class Settings:
             ),
             max_message_bytes=_int(
                 source, "WORKER_APP_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024
+            ),
+            sentinel_master=source.get("WORKER_APP_SENTINEL_MASTER") or None,
+            sentinel_username=source.get("WORKER_APP_SENTINEL_USERNAME") or None,
+            sentinel_password=source.get("WORKER_APP_SENTINEL_PASSWORD") or None,
+            publish_min_replicas=_int(
+                source, "WORKER_APP_PUBLISH_MIN_REPLICAS", cls.publish_min_replicas
+            ),
+            publish_replica_timeout_ms=_int(
+                source,
+                "WORKER_APP_PUBLISH_REPLICA_TIMEOUT_MS",
+                cls.publish_replica_timeout_ms,
+                minimum=1,
             ),
         )

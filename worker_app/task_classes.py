@@ -31,7 +31,7 @@ from worker_app.configuration import settings_of
 from worker_app.idempotency import default_key
 from worker_app.policies import CONTROL_EXCEPTIONS, STEPS, Call, Step
 from worker_app.settings import Settings
-from worker_app.state_redis import client_for
+from worker_app.state_redis import state_client
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -157,7 +157,7 @@ class BaseTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
     @property
     def state_client(self) -> redis.Redis:
         """Redis for worker_app's own keys."""
-        return client_for(self.settings.state_redis_url)
+        return state_client(self.settings)
 
     def idempotency_key(self, *args: Any, **kwargs: Any) -> str:
         """The dedup key of a call; override to dedup on a business id."""

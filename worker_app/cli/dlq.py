@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import click
 
+from worker_app.broker_transport import PublishNotReplicatedError
 from worker_app.cli.app_option import app_option, cli_app, cli_settings
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.replay import NotReplayableError, oversized, replay
@@ -158,6 +159,11 @@ def replay_cmd(
             removed = replay(store, app, entry)
         except (NotReplayableError, MessageTooLargeError) as exc:
             raise click.ClickException(str(exc)) from None
+        except PublishNotReplicatedError as exc:
+            raise click.ClickException(
+                f"{exc}; entry {entry.id} stays in the DLQ (its task was published to the "
+                f"master and will normally run: check before replaying it again)"
+            ) from None
         replayed += 1
         kept += not removed
         click.echo(f"replayed {entry.id} -> {entry.queue} ({entry.task_name})")

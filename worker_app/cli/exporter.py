@@ -80,7 +80,7 @@ def exporter(
         build_registry,
         queues_with_extra,
     )
-    from worker_app.state_redis import client_for  # noqa: PLC0415
+    from worker_app.state_redis import broker_client  # noqa: PLC0415
 
     settings = settings_of(app)
     catalogue = catalogue_of(app)
@@ -90,7 +90,7 @@ def exporter(
     )
     registry, _collector = build_registry(
         app,
-        client_for(settings.broker_url),
+        broker_client(settings),
         layout,
         store_for(settings),
         unacked_scan_limit,

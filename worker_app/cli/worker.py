@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from worker_app.cli.app_option import app_option, cli_app
 from worker_app.pools import UnknownPoolError
+
+if TYPE_CHECKING:
+    from worker_app.settings import Settings
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -92,7 +95,7 @@ def worker(
     check_task_time_limits(app, settings, catalogue)
     check_task_queues(app, catalogue)
     _warn_overridden_at_start(app, warn_overridden)
-    _migrate_legacy_priority_keys(app, settings.broker_url, pool.queues)
+    _migrate_legacy_priority_keys(app, settings, pool.queues)
     pool = pool.capped(settings.max_time_limit)
     argv = pool.worker_argv(concurrency=concurrency, hostname=node)
     argv += ["--loglevel", loglevel]
@@ -102,17 +105,17 @@ def worker(
     app.worker_main(argv)
 
 
-def _migrate_legacy_priority_keys(app: Any, broker_url: str, queues: tuple[str, ...]) -> None:
+def _migrate_legacy_priority_keys(app: Any, settings: Settings, queues: tuple[str, ...]) -> None:
     """Messages on worker_app 0.1's priority keys move to the keys this worker reads."""
     import redis  # noqa: PLC0415
 
     from worker_app import priority_keys  # noqa: PLC0415
-    from worker_app.state_redis import client_for  # noqa: PLC0415
+    from worker_app.state_redis import broker_client  # noqa: PLC0415
 
     options = app.conf.broker_transport_options or {}
     try:
         moved = priority_keys.migrate(
-            client_for(broker_url), queues, options.get("priority_steps", ()), options["sep"]
+            broker_client(settings), queues, options.get("priority_steps", ()), options["sep"]
         )
     except redis.RedisError as exc:
         # The worker waits for Redis itself; the next start moves them.

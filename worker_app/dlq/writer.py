@@ -12,7 +12,7 @@ from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.events import task_dead_lettered
 from worker_app.settings import Settings
-from worker_app.state_redis import client_for
+from worker_app.state_redis import state_client
 
 logger = logging.getLogger("worker_app.dlq")
 
@@ -22,7 +22,7 @@ DeathHandler = Callable[[DeadLetter], Any]
 def store_for(settings: Settings) -> DeadLetterStore:
     """The DLQ store configured by ``settings``."""
     return DeadLetterStore(
-        client_for(settings.state_redis_url),
+        state_client(settings),
         prefix=settings.key_prefix,
         max_entries=settings.dlq_max_entries,
         max_age=settings.dlq_max_age,

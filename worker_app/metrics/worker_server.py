@@ -147,7 +147,7 @@ def init_breaker_states(app: Any) -> None:
     from worker_app.breaker import CircuitBreaker  # noqa: PLC0415
     from worker_app.configuration import settings_of  # noqa: PLC0415
     from worker_app.metrics.worker_metrics import BREAKER_VALUES, breaker_state  # noqa: PLC0415
-    from worker_app.state_redis import client_for  # noqa: PLC0415
+    from worker_app.state_redis import state_client  # noqa: PLC0415
 
     settings = settings_of(app)
     names: set[str] = set()
@@ -157,9 +157,7 @@ def init_breaker_states(app: Any) -> None:
             names.add(str(name))
     for name in sorted(names):
         try:
-            state = CircuitBreaker(
-                client_for(settings.state_redis_url), name, prefix=settings.key_prefix
-            ).state()
+            state = CircuitBreaker(state_client(settings), name, prefix=settings.key_prefix).state()
         except Exception:
             logger.exception("could not read breaker %s", name)
             continue
