@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from worker_app.sentinel import is_sentinel_url, redbeat_options
 from worker_app.settings import Settings
 
 REDBEAT_SCHEDULER = "redbeat.RedBeatScheduler"
@@ -85,18 +86,20 @@ def takeover_bound(conf: Any) -> float:
 
 
 def redis_options(settings: Settings) -> dict[str, Any]:
-    """``redbeat_redis_options`` for the state Redis of ``settings``.
-
-    For ``redis://`` and ``rediss://`` URLs RedBeat needs none (set explicitly, empty, so RedBeat
-    does not fall back on ``broker_transport_options``, which are the broker's).
-    Sentinel hook: RedBeat reaches a Sentinel-managed primary with a ``redis-sentinel://`` URL
-    plus ``{"sentinels": [(host, port), ...], "service_name": NAME, "db": N, "password": ...}``
-    here; when worker_app's clients gain Sentinel support, derive these from the same settings.
-    Until then a deployment on Sentinel sets ``redbeat_redis_url`` and ``redbeat_redis_options``
-    in its app configuration (both are kept as set).
-    """
-    del settings  # no options for plain redis:// (see the Sentinel hook above)
+    """``redbeat_redis_options`` for the state Redis of ``settings``: RedBeat's Sentinels, master
+    name and credentials for a ``sentinel://`` URL (``worker_app.sentinel.redbeat_options``);
+    for ``redis://`` none (set explicitly, empty, so RedBeat does not fall back on
+    ``broker_transport_options``, which are the broker's)."""
+    if is_sentinel_url(settings.state_redis_url) and settings.sentinel is not None:
+        return redbeat_options(settings.state_redis_url, settings.sentinel)[1]
     return {}
+
+
+def redis_url(settings: Settings) -> str:
+    """``redbeat_redis_url``: the state Redis, or ``redis-sentinel://`` behind Sentinels."""
+    if is_sentinel_url(settings.state_redis_url) and settings.sentinel is not None:
+        return redbeat_options(settings.state_redis_url, settings.sentinel)[0]
+    return settings.state_redis_url
 
 
 def configure_beat(conf: Any, settings: Settings, set_by_user: Callable[[Any, str], bool]) -> None:
@@ -105,7 +108,7 @@ def configure_beat(conf: Any, settings: Settings, set_by_user: Callable[[Any, st
     if not set_by_user(conf, "beat_max_loop_interval") and not conf.get("beat_max_loop_interval"):
         conf["beat_max_loop_interval"] = DEFAULT_MAX_LOOP_INTERVAL
     defaults: dict[str, Any] = {
-        "redbeat_redis_url": settings.state_redis_url,
+        "redbeat_redis_url": redis_url(settings),
         "redbeat_key_prefix": key_prefix(settings),
         "redbeat_redis_options": redis_options(settings),
         "redbeat_lock_timeout": LOCK_TIMEOUT_FACTOR * max_interval_of(conf),

@@ -23,6 +23,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "WORKER_APP_POOLS_FILE",
         "WORKER_APP_REDIS_URL",
         "WORKER_APP_KEY_PREFIX",
+        "WORKER_APP_SENTINEL_MASTER",
+        "WORKER_APP_SENTINEL_USERNAME",
+        "WORKER_APP_SENTINEL_PASSWORD",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -31,6 +34,26 @@ def user_app(**conf: object) -> Celery:
     app = Celery("proj", set_as_current=False)
     app.conf.update(conf)
     return app
+
+
+def test_behind_sentinel_redbeat_follows_the_master_through_the_sentinels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WORKER_APP_SENTINEL_MASTER", "celery")
+    monkeypatch.setenv("WORKER_APP_SENTINEL_USERNAME", "client")
+    monkeypatch.setenv("WORKER_APP_SENTINEL_PASSWORD", "s3")
+    url = "sentinel://celery:pw@10.0.0.1:26379/2;sentinel://celery:pw@10.0.0.2:26379/2"
+    conf = configure(user_app(broker_url=url)).conf
+    assert conf.redbeat_redis_url == "redis-sentinel://"
+    options = conf.redbeat_redis_options
+    assert options["sentinels"] == [["10.0.0.1", 26379], ["10.0.0.2", 26379]]
+    assert (options["service_name"], options["db"]) == ("celery", 2)
+    assert (options["username"], options["password"]) == ("celery", "pw")
+    assert options["sentinel_kwargs"] == {
+        "socket_timeout": 10,
+        "username": "client",
+        "password": "s3",
+    }
 
 
 def test_redbeat_uses_the_state_redis_the_key_prefix_and_a_bounded_lock() -> None:
