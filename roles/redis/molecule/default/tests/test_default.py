@@ -210,7 +210,8 @@ def test_a_converge_after_the_failover_keeps_the_new_primary():
     pids = {g: node(s["new"]).check_output("supervisorctl pid redis") for g, s in STATE.items()}
     started = time.monotonic()
     play = subprocess.run(
-        ["ansible-playbook", "-i", str(Path(INVENTORY).parent), str(SCENARIO / "converge.yml")],
+        ["ansible-playbook", "-i", str(Path(INVENTORY).parent), str(SCENARIO / "converge.yml"),
+         "-e", "molecule_reconverge=true"],
         capture_output=True, text=True, timeout=900, check=False,
         env={**os.environ, "ANSIBLE_ROLES_PATH": str(SCENARIO.parents[2])},
     )  # fmt: skip
