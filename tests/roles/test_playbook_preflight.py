@@ -142,7 +142,9 @@ def test_a_missing_sentinel_secret_stops_the_run_naming_it(tmp_path: Path) -> No
     del secrets["vault_redis_sentinel_client_password"]
     rc, output = run("preflight.yml", production_copy(tmp_path, secrets), tmp_path)
     assert rc != 0
-    assert "vault_redis_sentinel_client_password is missing or empty" in failure_message(output), output
+    assert "vault_redis_sentinel_client_password is missing or empty" in failure_message(output), (
+        output
+    )
 
 
 @pytest.mark.bad_input
@@ -153,7 +155,9 @@ def test_sentinel_with_two_redis_hosts_is_refused(tmp_path: Path) -> None:
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     rc, output = run("preflight.yml", inventory, tmp_path)
     assert rc != 0
-    assert "with stack_redis_sentinel: true an odd number, at least 3" in failure_message(output), output
+    assert "with stack_redis_sentinel: true an odd number, at least 3" in failure_message(output), (
+        output
+    )
 
 
 @pytest.mark.bad_input
@@ -173,4 +177,6 @@ def test_staging_stays_single_node(tmp_path: Path) -> None:
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     rc, output = run("preflight.yml", inventory, tmp_path)
     assert rc != 0
-    assert "The inventory needs exactly one host in `redis` (has 2" in failure_message(output), output
+    assert "The inventory needs exactly one host in `redis` (has 2" in failure_message(output), (
+        output
+    )

@@ -52,8 +52,7 @@ def info(name, section="replication"):
 
 @functools.cache
 def address(name):
-    return node(name).check_output("redis-cli -h 127.0.0.1 -p 6379 --user %s --pass %s "
-                                   "--no-auth-warning config get bind" % EXPORTER).split()[-1]
+    return cli(name, 6379, EXPORTER, "config get bind").split()[-1]
 
 
 def primary_of(group):
@@ -88,7 +87,9 @@ def test_one_primary_two_replicas_linked(group):
     # A write on the primary reaches the replicas.
     assert cli(primary, 6379, CELERY, "set molecule:replicated yes") == "OK"
     for name in GROUPS[group]:
-        assert wait_for(lambda n=name: cli(n, 6379, CELERY, "get molecule:replicated") == "yes", 10), name
+        assert wait_for(
+            lambda n=name: cli(n, 6379, CELERY, "get molecule:replicated") == "yes", 10
+        ), name
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -102,7 +103,7 @@ def test_the_sentinels_agree_and_see_the_group(group):
         sentinels = cli(name, 26379, CLIENT, "SENTINEL SENTINELS celery").splitlines()
         assert sentinels.count("name") == 2, sentinels
         master = cli(name, 26379, CLIENT, "SENTINEL MASTER celery").splitlines()
-        fields = dict(zip(master[0::2], master[1::2]))
+        fields = dict(zip(master[0::2], master[1::2], strict=True))
         assert fields["num-slaves"] == "2" and fields["num-other-sentinels"] == "2"
         assert fields["quorum"] == "2" and fields["down-after-milliseconds"] == "1000"
 
@@ -114,9 +115,16 @@ def test_the_discovery_user_can_only_discover(group):
     assert cli(name, 26379, CLIENT, "CLIENT SETNAME molecule-probe") == "OK"
     assert "redis_mode:sentinel" in cli(name, 26379, CLIENT, "INFO server")
     assert "celery" in cli(name, 26379, CLIENT, "SENTINEL MASTERS")
-    for command in ("SENTINEL FAILOVER celery", "SENTINEL SET celery quorum 1", "SENTINEL RESET celery",
-                    "SENTINEL REMOVE celery", "SENTINEL CONFIG GET *", "ACL LIST", "SHUTDOWN NOSAVE",
-                    "SENTINEL MONITOR other 10.0.0.1 6379 2"):
+    for command in (
+        "SENTINEL FAILOVER celery",
+        "SENTINEL SET celery quorum 1",
+        "SENTINEL RESET celery",
+        "SENTINEL REMOVE celery",
+        "SENTINEL CONFIG GET *",
+        "ACL LIST",
+        "SHUTDOWN NOSAVE",
+        "SENTINEL MONITOR other 10.0.0.1 6379 2",
+    ):
         assert "NOPERM" in cli(name, 26379, CLIENT, command), command
     # CONFIG is no Sentinel command at all.
     assert "unknown command" in cli(name, 26379, CLIENT, "CONFIG GET *")
@@ -150,7 +158,8 @@ def test_every_node_persists_and_listens_privately(group):
         host = node(name)
         assert cli(name, 6379, EXPORTER, "config get appendonly").split() == ["appendonly", "yes"]
         assert sorted(cli(name, 6379, EXPORTER, "config get bind").split()[1:]) == sorted(
-            ["127.0.0.1", address(name)])
+            ["127.0.0.1", address(name)]
+        )
         listening = host.check_output("ss -Htln | awk '{print $4}'").split()
         assert "0.0.0.0:26379" not in listening and "*:26379" not in listening
         assert f"{address(name)}:26379" in listening
@@ -177,30 +186,38 @@ def test_a_killed_primary_is_replaced_by_a_replica():
     killed = time.monotonic()
     elapsed = {}
     try:
+
         def promoted():
-            for group in GROUPS:
+            for group, names in GROUPS.items():
                 if group in elapsed:
                     continue
-                answers = {tuple(sentinel_answer(n)) for n in GROUPS[group] if n != old[group]}
+                answers = {tuple(sentinel_answer(n)) for n in names if n != old[group]}
                 if len(answers) == 1 and next(iter(answers))[0] not in ("", old_addresses[group]):
                     elapsed[group] = round(time.monotonic() - killed, 1)
             return len(elapsed) == len(GROUPS)
 
-        assert wait_for(promoted, FAILOVER_BOUND), f"no failover within {FAILOVER_BOUND}s: {elapsed}"
+        assert wait_for(promoted, FAILOVER_BOUND), (
+            f"no failover within {FAILOVER_BOUND}s: {elapsed}"
+        )
     finally:
         for name in old.values():
             node(name).run("kill -CONT $(pgrep -o -x supervisord)")
     print(f"failover (kill -9 of the primary -> the other Sentinels name a new one): {elapsed} s")
     results = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp")) / "failover.json"
     results.write_text(json.dumps(elapsed))
-    for group in GROUPS:
-        new = [n for n in GROUPS[group] if n != old[group] and info(n).get("role") == "master"]
+    for group, names in GROUPS.items():
+        new = [n for n in names if n != old[group] and info(n).get("role") == "master"]
         assert len(new) == 1, (group, new)
         STATE[group] = {"old": old[group], "new": new[0]}
         # The other replica follows the new primary.
-        other = next(n for n in GROUPS[group] if n not in (old[group], new[0]))
-        assert wait_for(lambda o=other, p=new[0]: info(o).get("master_host") == address(p)
-                        and info(o).get("master_link_status") == "up", 20), other
+        other = next(n for n in names if n not in (old[group], new[0]))
+        assert wait_for(
+            lambda o=other, p=new[0]: (
+                info(o).get("master_host") == address(p)
+                and info(o).get("master_link_status") == "up"
+            ),
+            20,
+        ), other
         # The old primary, restarted by supervisor, is turned into a replica by the Sentinels.
         assert wait_for(lambda o=old[group], p=new[0]: info(o).get("master_host") == address(p), 30)
 
@@ -224,8 +241,11 @@ def test_a_converge_after_the_failover_keeps_the_new_primary():
         assert node(new).check_output("supervisorctl pid redis") == pids[group]
         assert node(new).file("/etc/redis-stack/replication.conf").contains("^#")
         assert not node(new).file("/etc/redis-stack/replication.conf").contains("^replicaof")
-        assert node(old).file("/etc/redis-stack/replication.conf").contains(
-            f"^replicaof {address(new)} 6379$")
+        assert (
+            node(old)
+            .file("/etc/redis-stack/replication.conf")
+            .contains(f"^replicaof {address(new)} 6379$")
+        )
         old_info = info(old)
         assert old_info["role"] == "slave" and old_info["master_host"] == address(new)
         assert wait_for(lambda o=old: info(o).get("master_link_status") == "up", 20)
