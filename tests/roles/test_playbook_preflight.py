@@ -109,3 +109,74 @@ def test_a_good_inventory_passes_the_preflight(tmp_path: Path) -> None:
     rc, output = run("preflight.yml", staging_copy(tmp_path, SECRETS), tmp_path)
     assert rc == 0, output
     assert "failed=0" in output and "unreachable=0" in output
+
+
+SENTINEL_SECRETS = {
+    "vault_redis_replication_password": "test-replication-password-0001",
+    "vault_redis_sentinel_password": "test-sentinel-password-0001",
+    "vault_redis_sentinel_client_password": "test-sentinel-client-password-0001",
+    "vault_redis_sentinel_exporter_password": "test-sentinel-exporter-password-0001",
+}
+
+
+def production_copy(tmp_path: Path, secrets: dict[str, object]) -> Path:
+    """inventories/production (three Redis hosts with Sentinel) with a plain (test) vault."""
+    inventory = tmp_path / "production"
+    shutil.copytree(ROOT / "inventories" / "production", inventory)
+    (inventory / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(secrets))
+    return inventory
+
+
+def test_the_production_inventory_with_its_vault_passes_the_preflight(tmp_path: Path) -> None:
+    # Three Redis hosts with Sentinel; the repository's (rehearsal) vault holds every secret.
+    rc, output = run("preflight.yml", ROOT / "inventories" / "production", tmp_path,
+                     "-e", '{"stack_rehearsal": true}')  # fmt: skip
+    assert rc == 0, output
+    assert "failed=0" in output and "unreachable=0" in output
+    assert "prd-redis-3" in recap(output)
+
+
+@pytest.mark.bad_input
+def test_a_missing_sentinel_secret_stops_the_run_naming_it(tmp_path: Path) -> None:
+    secrets = {**SECRETS, **SENTINEL_SECRETS}
+    del secrets["vault_redis_sentinel_client_password"]
+    rc, output = run("preflight.yml", production_copy(tmp_path, secrets), tmp_path)
+    assert rc != 0
+    assert "vault_redis_sentinel_client_password is missing or empty" in failure_message(output), (
+        output
+    )
+
+
+@pytest.mark.bad_input
+def test_sentinel_with_two_redis_hosts_is_refused(tmp_path: Path) -> None:
+    inventory = production_copy(tmp_path, {**SECRETS, **SENTINEL_SECRETS})
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    del hosts["all"]["children"]["redis"]["hosts"]["prd-redis-3"]
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    rc, output = run("preflight.yml", inventory, tmp_path)
+    assert rc != 0
+    assert "with stack_redis_sentinel: true an odd number, at least 3" in failure_message(output), (
+        output
+    )
+
+
+@pytest.mark.bad_input
+def test_a_quorum_above_the_number_of_sentinels_is_refused(tmp_path: Path) -> None:
+    inventory = production_copy(tmp_path, {**SECRETS, **SENTINEL_SECRETS})
+    rc, output = run("preflight.yml", inventory, tmp_path, "-e", "redis_sentinel_quorum=4")
+    assert rc != 0
+    assert "redis_sentinel_quorum=4 must be a majority" in failure_message(output), output
+
+
+@pytest.mark.bad_input
+def test_staging_stays_single_node(tmp_path: Path) -> None:
+    # Without stack_redis_sentinel a second Redis host is refused, as before.
+    inventory = staging_copy(tmp_path, SECRETS)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["redis"]["hosts"]["stg-worker-1"] = None
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    rc, output = run("preflight.yml", inventory, tmp_path)
+    assert rc != 0
+    assert "The inventory needs exactly one host in `redis` (has 2" in failure_message(output), (
+        output
+    )
