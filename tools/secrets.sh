@@ -34,6 +34,11 @@ vault_redis_exporter_password: "$(secret 32)"
 vault_flower_password: "$(secret 24)"
 vault_grafana_admin_password: "$(secret 24)"
 vault_grafana_secret_key: "$(secret 48)"
+# Redis replication and Sentinel (used when the inventory sets stack_redis_sentinel: true)
+vault_redis_replication_password: "$(secret 32)"
+vault_redis_sentinel_password: "$(secret 32)"
+vault_redis_sentinel_client_password: "$(secret 32)"
+vault_redis_sentinel_exporter_password: "$(secret 32)"
 vault_alertmanager_smtp_password: $(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$smtp_password")
 YAML
 if [[ -f "$dir/vault.yml" ]]; then
