@@ -53,7 +53,7 @@ Durability of a publish (``publish_min_replicas``, transport option): when > 0, 
 returns only after Redis ``WAIT`` (same connection, same round trip) confirms that many
 replicas have the message, and raises :class:`PublishNotReplicatedError` when fewer
 acknowledge within ``publish_replica_timeout`` (ms). Replication stays asynchronous: see
-docs/ha-worker-app.md for what this does and does not guarantee.
+docs/ha.md for what this does and does not guarantee.
 """
 
 from __future__ import annotations
