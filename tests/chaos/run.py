@@ -1,8 +1,8 @@
-"""`make chaos`: the full chaos run and the Redis outage, with a report.
+"""`make chaos`: the full chaos run, the Redis outage and the Sentinel failovers, with a report.
 
 Prints what happened and the audit; writes JSON to chaos-results/. Exit status 1
 when any task was lost or ended in a way its plan rules out, or when a worker
-crash-looped through the outage.
+crash-looped through the outage or a failover.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.failover import FAILURES, run_failover
 from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
 
 RESULTS = Path("chaos-results")
@@ -47,6 +48,39 @@ def outage_failures(result: dict[str, Any]) -> list[str]:
     if result["states_during_outage"] != ["RUNNING"]:
         problems.append(f"supervisord saw states {result['states_during_outage']}")
     return problems
+
+
+def failover_failures(result: dict[str, Any]) -> list[str]:
+    """Why a failover run failed (a confirmed task lost, no promotion, a worker restarted)."""
+    problems = []
+    audit = result["audit"]
+    if audit["lost"] or audit["wrong_outcomes"]:
+        problems.append(f"tasks lost or wrong: {audit['lost_tokens'][:10]} "
+                        f"{audit['wrong_outcomes'][:10]}")  # fmt: skip
+    failure = result["failure"]
+    if "failed_at_s" not in failure:
+        problems.append("the primary never failed (the run ended first)")
+    elif failure.get("first_run_on_new_primary_s") is None:
+        problems.append("no task ran on the new primary")
+    restarted = {pool: pids for pool, pids in result["main_pids_seen"].items() if len(pids) != 1}
+    if restarted:
+        problems.append(f"worker main processes changed (crash loop?): {restarted}")
+    if result["worker_unrecoverable_errors"]:
+        problems.append(f"{result['worker_unrecoverable_errors']} 'Unrecoverable error' crashes")
+    return problems
+
+
+def _print_failover(result: dict[str, Any]) -> None:
+    a, f = result["audit"], result["failure"]
+    print(f"  failure                           {f['how']} at t={f.get('failed_at_s')} s "
+          f"({f.get('accounted_before')} of {a['tasks']} accounted)")  # fmt: skip
+    print(f"  failure -> replica promoted       {f.get('promotion_s')} s")
+    print(f"  failure -> first task run on it   {f.get('first_run_on_new_primary_s')} s")
+    print(f"  publishes refused, published again {result['publish_retries']}")
+    print(f"  main PIDs per pool (one = no restart) {result['main_pids_seen']}")
+    print(f"  accounted / lost                  {a['accounted']}/{a['tasks']} / {a['lost']}")
+    print(f"  duplicate effects (non-idempotent) {a['duplicate_effects']}")
+    print(f"  task body runs in all             {a['body_runs']}")
 
 
 def _print_chaos(result: dict[str, Any]) -> None:
@@ -111,6 +145,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="publish rate (tasks/s)")
     parser.add_argument("--outage", type=float, default=30.0, help="Redis outage (s); 0: skip")
     parser.add_argument("--outage-tasks", type=int, default=3000)
+    parser.add_argument(
+        "--failover-tasks",
+        type=int,
+        default=5000,
+        help="tasks of each Sentinel failover run (kill, host); 0: skip",
+    )
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument(
         "--consumer-grace",
@@ -144,8 +184,20 @@ def main() -> int:
             (RESULTS / "outage.json").write_text(json.dumps(outage, indent=2, default=str))
             _print_outage(outage)
             failures += outage_failures(outage)
+        for how in FAILURES if args.failover_tasks > 0 else ():
+            print(f"== Sentinel failover: {how}", flush=True)
+            failover = run_failover(tmp / f"failover-{how}", config, how=how,
+                                    tasks=args.failover_tasks,
+                                    log=lambda m: print(m, flush=True))  # fmt: skip
+            (RESULTS / f"failover-{how}.json").write_text(
+                json.dumps(failover, indent=2, default=str)
+            )
+            _print_failover(failover)
+            failures += failover_failures(failover)
     print(f"\nwritten: {RESULTS / 'chaos.json'}" + (f", {RESULTS / 'outage.json'}"
-          if args.outage > 0 else ""))  # fmt: skip
+          if args.outage > 0 else "")
+          + ("".join(f", {RESULTS / f'failover-{how}.json'}" for how in FAILURES)
+             if args.failover_tasks > 0 else ""))  # fmt: skip
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     print("RESULT: " + ("FAILED" if failures else "zero lost"))

@@ -88,7 +88,7 @@ class Events:
 def _stack(workdir: Path, config: ChaosConfig) -> tuple[RedisServer, Any, Any, Fleet]:
     """Redis (AOF on), a producer app, the DLQ store, and the pools (not started yet)."""
     server = start_redis(workdir / "redis", appendonly=True)
-    env = worker_env(server, config)
+    env = worker_env(server.url(0), config)
     settings = Settings.from_env(env)
     fleet = Fleet(
         workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
@@ -96,9 +96,10 @@ def _stack(workdir: Path, config: ChaosConfig) -> tuple[RedisServer, Any, Any, F
     return server, create_app(settings), store_for(settings), fleet
 
 
-def worker_env(server: RedisServer, config: ChaosConfig) -> dict[str, str]:
+def worker_env(broker_url: str, config: ChaosConfig) -> dict[str, str]:
+    """The pools' environment on ``broker_url``."""
     return {
-        "CELERY_BROKER_URL": server.url(0),
+        "CELERY_BROKER_URL": broker_url,
         "WORKER_APP_TASK_MODULES": "tests.chaos.tasks",
         "WORKER_APP_LOG_FORMAT": "json",
         "WORKER_APP_MAX_TIME_LIMIT": str(config.max_time_limit),

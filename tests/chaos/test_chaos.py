@@ -1,7 +1,8 @@
 """The short chaos run and the Redis outage, inside `make test` (`make chaos` runs the full one).
 
 Real redis-server (AOF on), the four pools under a real supervisord, SIGKILLs at
-random, a Redis restart, a 30 s outage: every task is accounted for afterwards.
+random, a Redis restart, a 30 s outage, and a Sentinel failover (a primary, two replicas, three
+Sentinels; the primary SIGKILLed mid-stream): every task is accounted for afterwards.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.run import chaos_failures, outage_failures
+from tests.chaos.failover import run_failover
+from tests.chaos.run import chaos_failures, failover_failures, outage_failures
 from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
@@ -52,3 +54,19 @@ def test_workers_ride_out_a_30s_redis_outage_and_drain_the_backlog(tmp_path: Pat
     assert result["audit"]["accounted"] == 2000
     assert result["first_progress_after_s"] is not None
     assert result["consumers_swept_dead"] == 0
+
+
+def test_a_primary_killed_mid_stream_loses_no_confirmed_task(tmp_path: Path) -> None:
+    """Sentinel's failover under load: the primary's redis-server SIGKILLed mid-stream while
+    every publish waits for a replica (`make chaos` also stops the primary's host: its Redis
+    SIGTERMed and the Sentinel beside it gone)."""
+    result = run_failover(tmp_path, ChaosConfig(consumer_grace=GRACE), how="kill", tasks=1000)
+    print(result)
+    assert failover_failures(result) == []
+    assert result["audit"]["accounted"] == 1000
+    failure = result["failure"]
+    assert failure["accounted_before"] < 1000  # it failed mid-stream
+    assert failure["promotion_s"] is not None
+    assert failure["first_run_on_new_primary_s"] is not None
+    assert failure["old_primary_back_as_replica"]
+    assert all(len(pids) == 1 for pids in result["main_pids_seen"].values())
