@@ -77,6 +77,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("celery_app", {"celery_app_broker_url": "redis://c:p@h:6379/0",
                     "celery_app_wheelhouse_src": "/nonexistent"}, "celery_app_wheelhouse_src"),
     ("celery_app", {**GOOD_APP, "celery_app_environment": ["A=1"]}, "celery_app_environment"),
+    ("celery_app", {**GOOD_APP, "celery_app_broker_url": "sentinel://celery:p@10.0.0.5:26379/0"},
+     "WORKER_APP_SENTINEL_MASTER"),
     ("celery_app", {**GOOD_APP, "celery_app_extra_packages": ["example-django-project"]},
      "no wheel for example-django-project"),
     ("celery_app", {**GOOD_APP, "celery_app_module": "proj; rm -rf /"}, "celery_app_module"),
