@@ -2,8 +2,9 @@
 replica, and every task whose publish returned is run or dead-lettered.
 
 A primary, two replicas and three Sentinels (tests/support/sentinel.py: real redis-servers with
-ACL users, ``down-after-milliseconds`` 1000), the four pools under a real supervisord on the
-``sentinel://`` URL, and a producer publishing planned tasks with
+ACL users; failure detection as the redis role deploys it: its ``down-after-milliseconds`` and
+``failover-timeout`` defaults, read from roles/redis/defaults/main.yml), the four pools under a
+real supervisord on the ``sentinel://`` URL, and a producer publishing planned tasks with
 ``WORKER_APP_PUBLISH_MIN_REPLICAS=1``: a publish returns only once a replica has the message.
 One that raised (the failover refuses publishes for seconds) is published again, as an
 application would, so a task may run twice; none that was confirmed may vanish. When
@@ -28,7 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.fleet import Fleet
+import yaml
+
+from tests.chaos.fleet import ROOT, Fleet
 from tests.chaos.ledger import audit, broker_idle, plan
 from tests.chaos.scenario import (
     QUEUE_NAMES,
@@ -46,6 +49,16 @@ from worker_app.settings import Settings
 from worker_app.state_redis import state_client
 
 FAILURES = ("kill", "host")
+ROLE_DEFAULTS = ROOT / "roles" / "redis" / "defaults" / "main.yml"
+
+
+def role_detection() -> dict[str, int]:
+    """The redis role's Sentinel failure detection (milliseconds): what production runs."""
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text())
+    return {
+        "down_after_ms": int(defaults["redis_sentinel_down_after_milliseconds"]),
+        "failover_timeout_ms": int(defaults["redis_sentinel_failover_timeout"]),
+    }
 
 
 def _fail(cluster: SentinelCluster, how: str) -> Node:
@@ -91,7 +104,8 @@ def run_failover(
     planned = plan(tasks, seed=config.seed + 2, transient=config.transient,
                    permanent=config.permanent, idempotent=config.idempotent,
                    duplicate=0.0, prefix=how[0])  # fmt: skip
-    cluster = start_cluster(workdir / "sentinel")
+    detection = role_detection()
+    cluster = start_cluster(workdir / "sentinel", **detection)
     env = {
         **worker_env(cluster.url(0), config),
         **cluster.env(),
@@ -104,7 +118,7 @@ def run_failover(
     )
     events = Events()
     published = threading.Event()
-    failure: dict[str, Any] = {"how": how}
+    failure: dict[str, Any] = {"how": how, **detection}
     try:
         fleet.start()
         before = fleet.info()

@@ -74,6 +74,10 @@ def _print_failover(result: dict[str, Any]) -> None:
     a, f = result["audit"], result["failure"]
     print(f"  failure                           {f['how']} at t={f.get('failed_at_s')} s "
           f"({f.get('accounted_before')} of {a['tasks']} accounted)")  # fmt: skip
+    print(
+        f"  Sentinel down-after / failover-timeout {f.get('down_after_ms')} / "
+        f"{f.get('failover_timeout_ms')} ms"
+    )
     print(f"  failure -> replica promoted       {f.get('promotion_s')} s")
     print(f"  failure -> first task run on it   {f.get('first_run_on_new_primary_s')} s")
     print(f"  publishes refused, published again {result['publish_retries']}")

@@ -256,7 +256,10 @@ class SentinelCluster:
         return "\n".join(f"--- {node.name}\n{node.log()[-3000:]}" for node in self.data)
 
 
-def start_cluster(workdir: Path, replicas: int = 2, sentinels: int = 3) -> SentinelCluster:
+def start_cluster(
+    workdir: Path, replicas: int = 2, sentinels: int = 3, *,
+    down_after_ms: int = DOWN_AFTER_MS, failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
+) -> SentinelCluster:  # fmt: skip
     """Start a primary, ``replicas`` replicas and ``sentinels`` Sentinels (quorum 2), all
     with ACL users, and wait until the Sentinels see the replicas."""
     binary = shutil.which("redis-server")
@@ -318,8 +321,8 @@ def start_cluster(workdir: Path, replicas: int = 2, sentinels: int = 3) -> Senti
             f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
             f"sentinel auth-user {MASTER} sentinel\n"
             f"sentinel auth-pass {MASTER} {SENTINEL_DATA_PASSWORD}\n"
-            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel down-after-milliseconds {MASTER} {down_after_ms}\n"
+            f"sentinel failover-timeout {MASTER} {failover_timeout_ms}\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
         )
         node = Node(f"sentinel{index}", port, node_dir, [binary, str(config), "--sentinel"])
