@@ -181,13 +181,13 @@ def transport_options(settings: Settings, current: dict[str, Any] | None = None)
 
 def sentinel_options(settings: Settings, current: dict[str, Any] | None) -> dict[str, Any]:
     """Transport options (the broker's, or Celery's Sentinel result backend's) with the
-    Sentinel master name and the Sentinels' credentials; the user's own values stay."""
+    Sentinel master name and the Sentinels' credentials, one connection attempt per Sentinel
+    (``worker_app.sentinel.one_attempt``); the user's own values stay."""
     options = dict(current or {})
     sentinel = settings.sentinel
     if sentinel is not None:
         options.setdefault("master_name", sentinel.master)
-        if sentinel.sentinel_kwargs():
-            options.setdefault("sentinel_kwargs", sentinel.sentinel_kwargs())
+        options.setdefault("sentinel_kwargs", sentinel.client_kwargs())
     return options
 
 

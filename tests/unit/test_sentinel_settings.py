@@ -80,7 +80,9 @@ def test_configure_hands_the_master_and_sentinel_credentials_to_kombu(
     monkeypatch.setenv("WORKER_APP_SENTINEL_PASSWORD", "sentinel-pass")
     options = configure(Celery("proj", set_as_current=False)).conf.broker_transport_options
     assert options["master_name"] == "celery-master"
-    assert options["sentinel_kwargs"] == {"username": "sentinel-user", "password": "sentinel-pass"}
+    kwargs = dict(options["sentinel_kwargs"])
+    assert kwargs.pop("retry").get_retries() == 0  # one attempt per Sentinel
+    assert kwargs == {"username": "sentinel-user", "password": "sentinel-pass"}
     assert "publish_min_replicas" not in options  # off by default
 
     # The user's own values stay.
@@ -128,10 +130,10 @@ def test_a_sentinel_result_backend_gets_the_master_name_too(
     monkeypatch.setenv("WORKER_APP_SENTINEL_MASTER", "celery-master")
     monkeypatch.setenv("WORKER_APP_SENTINEL_PASSWORD", "sentinel-pass")
     conf = configure(Celery("proj", set_as_current=False)).conf
-    assert conf.result_backend_transport_options == {
-        "master_name": "celery-master",
-        "sentinel_kwargs": {"password": "sentinel-pass"},
-    }
+    options = dict(conf.result_backend_transport_options)
+    kwargs = dict(options.pop("sentinel_kwargs"))
+    assert kwargs.pop("retry").get_retries() == 0
+    assert (options, kwargs) == ({"master_name": "celery-master"}, {"password": "sentinel-pass"})
 
 
 def test_redbeat_options_name_the_sentinels_the_master_and_both_credentials() -> None:
@@ -142,7 +144,9 @@ def test_redbeat_options_name_the_sentinels_the_master_and_both_credentials() ->
     assert options["sentinels"] == [["10.0.0.1", 26379], ["10.0.0.2", 26380], ["10.0.0.3", 26379]]
     assert (options["service_name"], options["db"]) == ("celery-master", 2)
     assert (options["username"], options["password"]) == ("celery", "s@cret")
-    assert options["sentinel_kwargs"] == {
+    kwargs = dict(options["sentinel_kwargs"])
+    assert kwargs.pop("retry").get_retries() == 0
+    assert kwargs == {
         "socket_timeout": 10,
         "username": "admin",
         "password": "pw",
