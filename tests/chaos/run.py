@@ -1,4 +1,5 @@
-"""`make chaos`: the full chaos run, the Redis outage and the Sentinel failovers, with a report.
+"""`make chaos`: the full chaos run, the Redis outage, the Sentinel failovers and the Beat
+failover, with a report.
 
 Prints what happened and the audit; writes JSON to chaos-results/. Exit status 1
 when any task was lost or ended in a way its plan rules out, or when a worker
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.beat_failover import beat_failures, run_beat_failover
 from tests.chaos.failover import FAILURES, run_failover
 from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
 
@@ -87,6 +89,20 @@ def _print_failover(result: dict[str, Any]) -> None:
     print(f"  task body runs in all             {a['body_runs']}")
 
 
+def _print_beat(result: dict[str, Any]) -> None:
+    b, a = result["beat"], result["audit"]
+    print(f"  Beat lock timeout / max interval  {b['redbeat_lock_timeout']} / "
+          f"{b['beat_max_loop_interval']} s (takeover bound {b['bound_s']} s)")  # fmt: skip
+    print(f"  active Beat SIGKILLed at          t={b.get('killed_at_s')} s "
+          f"({b.get('queued_at_kill')} tasks queued)")  # fmt: skip
+    print(f"  kill -> the standby's first tick  {b.get('takeover_s')} s")
+    print(f"  ticks published / of the standby  {b['ticks_published']} / {b['standby_ticks']}")
+    print(f"  ticks published twice / run twice {b['ticks_published_twice']} / "
+          f"{b['ticks_run_twice']}")  # fmt: skip
+    print(f"  tick gaps median / max            {b['median_gap_s']} / {b['max_gap_s']} s")
+    print(f"  accounted / lost                  {a['accounted']}/{a['tasks']} / {a['lost']}")
+
+
 def _print_chaos(result: dict[str, Any]) -> None:
     a, k = result["audit"], result["kills"]
     rows = [
@@ -155,6 +171,12 @@ def main() -> int:
         default=5000,
         help="tasks of each Sentinel failover run (kill, host); 0: skip",
     )
+    parser.add_argument(
+        "--beat-tasks",
+        type=int,
+        default=4000,
+        help="tasks published (the load) while the active Beat is SIGKILLed; 0: skip",
+    )
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument(
         "--consumer-grace",
@@ -198,10 +220,18 @@ def main() -> int:
             )
             _print_failover(failover)
             failures += failover_failures(failover)
+        if args.beat_tasks > 0:
+            print("== Beat failover: the active Beat's host lost", flush=True)
+            beat = run_beat_failover(tmp / "beat", config, tasks=args.beat_tasks,
+                                     log=lambda m: print(m, flush=True))  # fmt: skip
+            (RESULTS / "beat-failover.json").write_text(json.dumps(beat, indent=2, default=str))
+            _print_beat(beat)
+            failures += beat_failures(beat)
     print(f"\nwritten: {RESULTS / 'chaos.json'}" + (f", {RESULTS / 'outage.json'}"
           if args.outage > 0 else "")
           + ("".join(f", {RESULTS / f'failover-{how}.json'}" for how in FAILURES)
-             if args.failover_tasks > 0 else ""))  # fmt: skip
+             if args.failover_tasks > 0 else "")
+          + (f", {RESULTS / 'beat-failover.json'}" if args.beat_tasks > 0 else ""))  # fmt: skip
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     print("RESULT: " + ("FAILED" if failures else "zero lost"))

@@ -19,12 +19,16 @@ before success; ``permanent`` raises NonRetryableError (straight to the DLQ).
 
 from __future__ import annotations
 
+import json
 import random
 import time
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
 
+from worker_app.configuration import settings_of
+from worker_app.state_redis import state_client
 from worker_app.task_classes import NonRetryableError, RetryableTask
 
 RUNS = "chaos:runs"
@@ -89,3 +93,27 @@ def work_idempotent(self: IdempotentChaosTask, token: str, fail_times: int, perm
     apply_once = self.state_client.register_script(_APPLY_ONCE)
     apply_once(keys=[APPLIED, EFFECTS, EFFECT_REPEATS], args=[token, self.request.id])
     return token
+
+
+BEAT_TICKS = "chaos:beat:ticks"  # list: one JSON record per run of a tick
+BEAT_TICK_RUNS = "chaos:beat:tick_runs"  # hash: task id -> runs
+
+
+@shared_task(bind=True, name="chaos.beat_tick")  # type: ignore[untyped-decorator]
+def beat_tick(self: Any, expires_after: float) -> None:
+    """A Beat tick (tests/chaos/beat_failover.py): records when Beat published it (its
+    ``expires`` header, which Celery makes absolute at send time, minus ``expires_after``, the
+    entry's ``expires`` option), which Beat process sent it (``origin``: ``gen<pid>@host``), and
+    counts its runs."""
+    request = self.request
+    expires = request.expires
+    if isinstance(expires, str):
+        sent = datetime.fromisoformat(expires).timestamp() - expires_after
+    else:
+        sent = float("nan")
+    client = state_client(settings_of(self.app))
+    record = {"id": request.id, "sent": sent, "origin": str(request.origin), "ran": time.time()}
+    pipe = client.pipeline()
+    pipe.hincrby(BEAT_TICK_RUNS, request.id, 1)
+    pipe.rpush(BEAT_TICKS, json.dumps(record))
+    pipe.execute()

@@ -56,7 +56,7 @@ def test_workers_ride_out_a_30s_redis_outage_and_drain_the_backlog(tmp_path: Pat
     assert result["consumers_swept_dead"] == 0
 
 
-def test_a_primary_killed_mid_stream_loses_no_confirmed_task(tmp_path: Path) -> None:
+def test_a_failover_of_a_primary_killed_mid_stream_loses_no_confirmed_task(tmp_path: Path) -> None:
     """Sentinel's failover under load: the primary's redis-server SIGKILLed mid-stream while
     every publish waits for a replica (`make chaos` also stops the primary's host: its Redis
     SIGTERMed and the Sentinel beside it gone)."""
