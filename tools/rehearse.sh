@@ -7,7 +7,8 @@
 #   tools/rehearse.sh ENV converge      ansible/site.yml, then the idempotence pass (changed=0)
 #   tools/rehearse.sh ENV idempotence   one more idempotence pass (changed=0 enforced)
 #   tools/rehearse.sh ENV check         --check --diff must report no change
-#   tools/rehearse.sh ENV verify        end-to-end checks from the controller (tests/rehearsal)
+#   tools/rehearse.sh ENV verify [T...] end-to-end checks from the controller (tests/rehearsal,
+#                                       or the pytest node ids T)
 #   tools/rehearse.sh ENV down          remove containers and network
 #   tools/rehearse.sh ENV all           up, converge, check and verify side by side (the rolling
 #                                       deploy last), down (down also on failure unless
@@ -123,7 +124,7 @@ case "$step" in
   converge) converge ;;
   idempotence) idempotence ;;
   check) check ;;
-  verify) verify ;;
+  verify) verify "${@:3}" ;;
   down) down ;;
   all)
     [[ "${REHEARSAL_KEEP:-0}" == 1 ]] || trap down EXIT
