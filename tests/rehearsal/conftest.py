@@ -68,11 +68,16 @@ class Rehearsal:
 
     @property
     def broker_url(self) -> str:
-        password = self.secret("vault_redis_celery_password")
-        return f"redis://celery:{password}@{self.address(self.group('redis')[0])}:6379/0"
+        """The broker URL the hosts use (the wiring's ``celery_app_broker_url``): one Redis, or
+        the Sentinels' list behind which the primary may move."""
+        return str(self.wiring["celery_app_broker_url"])
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.broker_url)
+        """A client of the broker's Redis (the current primary behind Sentinel)."""
+        from worker_app.settings import Settings  # noqa: PLC0415
+        from worker_app.state_redis import broker_client  # noqa: PLC0415
+
+        return broker_client(Settings.from_env(self.client_env()))
 
     def http(
         self, url: str, auth: tuple[str, str] | None = None, timeout: float = 10
@@ -105,24 +110,32 @@ class Rehearsal:
         """The environment of a producer/CLI on the controller talking to the rehearsal broker."""
         return {
             **os.environ,
+            **{str(k): str(v) for k, v in self.wiring["celery_app_broker_environment"].items()},
             "CELERY_BROKER_URL": self.broker_url,
             "WORKER_APP_TASK_MODULES": "worker_app.examples",
         }
 
-    @cached_property
+    @property
     def pools(self) -> list[dict[str, Any]]:
         """The pools of the catalogue in effect, as the wiring reads it for this inventory."""
-        host = sorted(self.data["_meta"]["hostvars"])[0]
+        return list(self.wiring["stack_worker_pools"])
+
+    @cached_property
+    def wiring(self) -> dict[str, Any]:
+        """What ansible/group_vars wires for a worker host: the pools and the broker's client
+        settings, as Ansible evaluates them for this inventory."""
+        host = self.group("workers")[0]
+        names = ["stack_worker_pools", "celery_app_broker_url", "celery_app_broker_environment"]
+        template = "{{ dict(_names | zip(query('ansible.builtin.vars', *_names))) }}"
         out = subprocess.run(
             [str(BIN / "ansible"), "-i", self.inventory, *self.vault_args,
-             "--playbook-dir", str(ROOT / "ansible"), "-m", "ansible.builtin.debug",
-             "-a", "var=stack_worker_pools", host],
+             "--playbook-dir", str(ROOT / "ansible"), "-e", json.dumps({"_names": names}),
+             "-m", "ansible.builtin.debug", "-a", json.dumps({"msg": template}), host],
             capture_output=True, text=True, timeout=120, check=True,
             env={**self.ansible_env, "ANSIBLE_STDOUT_CALLBACK": "json",
                  "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"},
         )  # fmt: skip
-        result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"][host]
-        return list(result["stack_worker_pools"])
+        return dict(json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"][host]["msg"])
 
 
 @pytest.fixture(scope="session")

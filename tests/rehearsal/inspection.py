@@ -2,7 +2,9 @@
 
 Configured: which roles ``ansible/site.yml`` applies to each host (its plays' host patterns and
 ``when`` conditions), and every role variable as Ansible resolves it for that host (inventory,
-vault, ``ansible/group_vars`` wiring), falling back to the role's defaults.
+vault, ``ansible/group_vars`` wiring), falling back to the role's defaults. A play that applies a
+role a second time with its own ``vars`` (the Sentinel's redis_exporter) is one more instance of
+that role on the host, with those variables on top.
 Actual: listening sockets and processes read from ``/proc`` inside each container (the minimal
 host images may lack ``ss``/``ps``), and supervisor's programs.
 """
@@ -14,11 +16,13 @@ import json
 import re
 import shlex
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import testinfra
 import yaml
 
@@ -37,8 +41,8 @@ def role_defaults() -> dict[str, dict[str, Any]]:
     }
 
 
-def playbook_roles() -> list[tuple[str, str, str | None]]:
-    """(host pattern, role, when) for every role a play of ``ansible/site.yml`` applies."""
+def playbook_roles() -> list[tuple[str, str, str | None, dict[str, Any]]]:
+    """(host pattern, role, when, vars) for every role a play of ``ansible/site.yml`` applies."""
     found = []
     site = yaml.safe_load((ROOT / "ansible" / "site.yml").read_text())
     for entry in site:
@@ -50,7 +54,8 @@ def playbook_roles() -> list[tuple[str, str, str | None]]:
                 when = spec.get("when")
                 if isinstance(when, list):
                     when = " and ".join(f"({w})" for w in when)
-                found.append((str(play["hosts"]), str(spec.get("role") or spec["name"]), when))
+                found.append((str(play["hosts"]), str(spec.get("role") or spec["name"]), when,
+                              dict(spec.get("vars") or {})))  # fmt: skip
     return found
 
 
@@ -65,24 +70,47 @@ def hosts_of(pattern: str, rehearsal: Rehearsal) -> set[str]:
     return hosts
 
 
+def render(template: str, variables: dict[str, Any]) -> str:
+    """A role default's Jinja template, rendered with ``variables`` and Ansible's ``bool``
+    filter (what the role defaults use); an unknown variable or filter is an error."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
+    env.filters["bool"] = lambda v: str(v).strip().lower() in ("true", "yes", "1", "on")
+    return env.from_string(template).render(variables)
+
+
 @dataclass
 class HostConfig:
     """One host as configured: its roles and its variables.
 
     ``vars`` holds what the inventory and the wiring set; a name they leave unset takes its
     role's default, and a name two roles define differently must be asked for with ``of``.
+    ``instances`` lists each application of a role (role, the play's own variables for it).
     """
 
     name: str
     roles: set[str]
     vars: dict[str, Any]
     defaults: dict[str, dict[str, Any]]
+    instances: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def views(self) -> Iterator[tuple[str, HostConfig]]:
+        """(role, the host as that application of the role sees it) for each role instance."""
+        for role, own in self.instances:
+            yield role, HostConfig(self.name, self.roles, {**self.vars, **own}, self.defaults)
+
+    def enabled(self, role: str, name: str) -> bool:
+        """A boolean variable (Ansible's templated strings included) as the role reads it."""
+        return str(self.of(role, name)).strip().lower() in ("true", "yes", "1", "on")
 
     def of(self, role: str, name: str) -> Any:
-        """``name`` as the tasks of ``role`` see it (their own default first)."""
+        """``name`` as the tasks of ``role`` see it (their own default first; a default that is
+        a template is rendered with the host's variables over the role's defaults)."""
         if name in self.vars or name not in self.defaults.get(role, {}):
             return self[name]
-        return self.defaults[role][name]
+        value = self.defaults[role][name]
+        if isinstance(value, str) and "{{" in value:
+            return render(value, {**self.defaults[role], **self.vars}).strip()
+        return value
 
     def __getitem__(self, name: str) -> Any:
         if name in self.vars:
@@ -102,16 +130,18 @@ def configured_hosts(rehearsal: Rehearsal) -> dict[str, HostConfig]:
     defaults = role_defaults()
     names = sorted({n for values in defaults.values() for n in values} | set(EXTRA_NAMES))
     plays = playbook_roles()
-    whens = [when or "true" for _, _, when in plays]
+    whens = [when or "true" for _, _, when, _ in plays]
     template = (
-        "{{ {'vars': query('ansible.builtin.vars', *_names, default=_undefined), 'whens': ["
+        "{{ {'vars': query('ansible.builtin.vars', *_names, default=_undefined), "
+        "'instances': _instances, 'whens': ["
         + ", ".join(f"(({w}) | bool)" for w in whens)
         + "]} }}"
     )
     proc = subprocess.run(
         [str(BIN / "ansible"), "-i", rehearsal.inventory, "-i", rehearsal.connection,
          *rehearsal.vault_args, "--playbook-dir", str(ROOT / "ansible"),
-         "-e", json.dumps({"_names": names, "_undefined": UNDEFINED}),
+         "-e", json.dumps({"_names": names, "_undefined": UNDEFINED,
+                           "_instances": [own for *_, own in plays]}),
          "-m", "ansible.builtin.debug", "-a", json.dumps({"msg": template}), "all"],
         capture_output=True, text=True, timeout=300, check=False,
         env={**rehearsal.ansible_env, "ANSIBLE_STDOUT_CALLBACK": "json",
@@ -125,12 +155,15 @@ def configured_hosts(rehearsal: Rehearsal) -> dict[str, HostConfig]:
         defined = {
             name: value for name, value in zip(names, values, strict=True) if value != UNDEFINED
         }
-        roles = {
-            role
-            for (pattern, role, _), ok in zip(plays, conditions, strict=True)
+        instances = [
+            (role, dict(own))
+            for (pattern, role, _, _), ok, own in zip(
+                plays, conditions, result["msg"]["instances"], strict=True
+            )
             if ok and host in hosts_of(pattern, rehearsal)
-        }
-        configured[host] = HostConfig(host, roles, defined, defaults)
+        ]
+        roles = {role for role, _ in instances}
+        configured[host] = HostConfig(host, roles, defined, defaults, instances)
     return configured
 
 

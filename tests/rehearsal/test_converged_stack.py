@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import shlex
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,14 @@ from typing import Any
 import yaml
 
 from tests.rehearsal.conftest import ROOT, Rehearsal
+from tests.rehearsal.inspection import configured_hosts, rehearsal_hosts
 from tests.support.waiting import wait_until
+from worker_app.beat_scheduler import (
+    lock_key_of,
+    lock_timeout_of,
+    max_interval_of,
+    schedule_key_of,
+)
 
 
 def records(rehearsal: Rehearsal, kind: str) -> list[str]:
@@ -72,6 +82,10 @@ def test_prometheus_has_every_target_up_and_our_rules(rehearsal: Rehearsal) -> N
     hosts = sorted(rehearsal.data["_meta"]["hostvars"])
     assert sorted(by_job["node"]) == hosts
     assert sorted(by_job["redis"]) == rehearsal.group("redis")
+    sentinel = bool(rehearsal.hostvars(hosts[0]).get("stack_redis_sentinel"))
+    assert sorted(by_job.get("redis-sentinel", [])) == (
+        rehearsal.group("redis") if sentinel else []
+    )
     assert sorted(by_job["flower"]) == rehearsal.group("flower")
     assert len(by_job["celery-exporter"]) == 1
     celery = [t for t in up if t["scrapePool"] in ("celery-workers", "celery-exporter")]
@@ -121,3 +135,76 @@ def test_prometheus_sends_to_the_alertmanager_with_our_routing(rehearsal: Rehear
         ]
         assert config["route"]["receiver"] == routing["route"]["receiver"]
         assert loaded["cluster"]["status"] == "disabled"
+
+
+def test_beat_schedules_from_one_host_under_a_renewed_lock(
+    rehearsal: Rehearsal, client_app: Any
+) -> None:
+    """Several Beat hosts only with a locking scheduler (RedBeat): one lock, renewed by the
+    active Beat; the schedule is in Redis. (Both Beats running: test_hardening. The takeover
+    itself: tests/integration/test_beat_failover.py and the chaos failover.)"""
+    beat_hosts = rehearsal.group("beat")
+    scheduler = rehearsal.hostvars(beat_hosts[0]).get("celery_beat_scheduler") or ""
+    if "redbeat" not in scheduler.lower():
+        assert len(beat_hosts) == 1, f"{beat_hosts}: several Beats without a lock"
+        return
+    conf, client = client_app.conf, rehearsal.redis()
+    lock = lock_key_of(conf)
+    timeout_ms = lock_timeout_of(conf) * 1000
+    # RedBeat's schedule: a sorted set of its entries' keys (its key prefix + the entry name).
+    scheduled = {member.decode() for member in client.zrange(schedule_key_of(conf), 0, -1)}
+    wanted = {conf.redbeat_key_prefix + name for name in conf.beat_schedule}
+    assert wanted and wanted <= scheduled, f"no Beat synced the schedule {wanted}: {scheduled}"
+    samples = []
+    deadline = time.monotonic() + 3 * max_interval_of(conf)
+    while time.monotonic() < deadline:
+        samples.append(int(client.pttl(lock)))
+        time.sleep(0.5)
+    assert all(0 < ttl <= timeout_ms for ttl in samples), (
+        f"the lock lapsed or never expires: {samples}"
+    )
+    renewed = any(later > earlier for earlier, later in itertools.pairwise(samples))
+    assert renewed, f"nobody renews the lock: {samples}"
+
+
+# Runs in a container: the processes started from the application's virtualenv before its
+# packages or its environment file last changed (they run old code or an old environment).
+STALE = r"""
+import glob, json, os, sys
+venv, env_file = sys.argv[1], sys.argv[2]
+boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+installs = glob.glob(venv + "/lib/python3*/site-packages/*.dist-info")
+changed = max([os.stat(path).st_mtime for path in installs] + [os.stat(env_file).st_mtime])
+found, stale = 0, []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if cmdline.startswith(venv + "/bin/"):
+        found += 1
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        if started + 1 < changed:  # /proc's boot time has a one-second resolution
+            stale.append(f"{pid} {cmdline[:120]} started {changed - started:.0f} s before")
+print(json.dumps({"found": found, "stale": stale}))
+"""
+
+
+def test_every_celery_process_runs_the_installed_application(rehearsal: Rehearsal) -> None:
+    """Each process of the application (workers, Beat, Flower, the exporter) started after
+    its packages and environment last changed: a converge restarts every one it changed,
+    also where an earlier play of the run made the change (Beat on a worker host)."""
+    configured = configured_hosts(rehearsal)
+    hosts = rehearsal_hosts(rehearsal)
+    problems, found = [], 0
+    for name, config in configured.items():
+        if "celery_app" not in config.roles:
+            continue
+        venv, env_file = config["celery_app_venv"], config["celery_app_env_file"]
+        command = f"python3 -c {shlex.quote(STALE)} {shlex.quote(venv)} {shlex.quote(env_file)}"
+        result = json.loads(hosts[name].testinfra.check_output(command))
+        found += result["found"]
+        problems += [f"{name}: {line}" for line in result["stale"]]
+    assert found >= len(rehearsal.group("workers")), "no application process found"
+    assert not problems, "\n".join(["processes on old code or environment:", *problems])

@@ -61,6 +61,7 @@ class Service:
     listens: bool = True
     runs: bool = True  # False: configured, but not started in the rehearsal
     pools: bool = False  # one program per entry of celery_worker_pools
+    when: Callable[[HostConfig], bool] | None = None  # the role runs it only when this holds
 
     def value(self, host: HostConfig, spec: Spec, suffix: str) -> Any:
         return spec(host) if callable(spec) else host.of(self.role, spec or f"{self.role}_{suffix}")
@@ -69,6 +70,15 @@ class Service:
 # Every service the stack runs. Adding one (e.g. a new exporter) is one line here.
 SERVICES = (
     Service("redis", user=fixed("redis"), addresses="redis_bind_addresses"),
+    # With replication, a Sentinel beside each Redis (same addresses, its own port).
+    Service(
+        "redis",
+        program="redis_sentinel_program_name",
+        user=fixed("redis"),
+        addresses="redis_bind_addresses",
+        ports="redis_sentinel_port",
+        when=lambda host: host.enabled("redis", "redis_replication_enabled"),
+    ),
     Service("redis_exporter"),
     Service("node_exporter"),
     # The Celery roles run as celery_app's user: their one install contract.
@@ -111,24 +121,30 @@ def expected_programs(host: HostConfig) -> dict[str, Expected]:
     unknown = host.roles - {s.role for s in SERVICES} - ROLES_WITHOUT_A_SERVICE
     assert not unknown, f"{host.name}: roles {unknown} run something: add them to SERVICES"
     programs = {}
-    for service in SERVICES:
-        if service.role not in host.roles:
-            continue
-        user = service.value(host, service.user, "user")
-        addresses: list[str] = []
-        if service.listens:
-            value = service.value(host, service.addresses, "address")
-            addresses = [value] if isinstance(value, str) else list(value)
-        if service.pools:
-            for pool in host["celery_worker_pools"]:
-                first = int(pool["metrics_port"])
-                ports = range(first, first + int(pool.get("nodes", 1)))
-                name = f"celery-{pool['name']}"  # roles/celery_worker: one program per pool
-                sockets = frozenset((a, p) for a in addresses for p in ports)
-                programs[name] = Expected(name, service.role, user, sockets, service.runs)
-            continue
+    for role, view in host.views():
+        for service in SERVICES:
+            if service.role == role and (service.when is None or service.when(view)):
+                programs.update(service_programs(service, view))
+    return programs
+
+
+def service_programs(service: Service, host: HostConfig) -> dict[str, Expected]:
+    """The supervisor programs ``service`` gives ``host`` (one, or one per pool)."""
+    user = service.value(host, service.user, "user")
+    addresses: list[str] = []
+    if service.listens:
+        value = service.value(host, service.addresses, "address")
+        addresses = [value] if isinstance(value, str) else list(value)
+    if not service.pools:
         name = service.value(host, service.program, "program_name")
         ports = [int(service.value(host, service.ports, "port"))] if service.listens else []
+        sockets = frozenset((a, p) for a in addresses for p in ports)
+        return {name: Expected(name, service.role, user, sockets, service.runs)}
+    programs = {}
+    for pool in host["celery_worker_pools"]:
+        first = int(pool["metrics_port"])
+        ports = range(first, first + int(pool.get("nodes", 1)))
+        name = f"celery-{pool['name']}"  # roles/celery_worker: one program per pool
         sockets = frozenset((a, p) for a in addresses for p in ports)
         programs[name] = Expected(name, service.role, user, sockets, service.runs)
     return programs
@@ -271,14 +287,21 @@ def acl_user_problems(host: Host, config: HostConfig) -> Iterator[str]:
         config.of("redis", "redis_exporter_user"),
         *(user["name"] for user in config.of("redis", "redis_extra_users")),
     }
+    if replicated(config):
+        wanted |= {
+            config.of("redis", "redis_replication_user"),
+            config.of("redis", "redis_sentinel_user"),
+        }
     if set(users) != wanted:
         yield f"{config.name}: ACL users {sorted(users)}, configured {sorted(wanted)}"
     if "off" not in users.get("default", []):
         yield f"{config.name}: the default user is not disabled"
 
 
-def connector(config: HostConfig, user: str, password: str) -> Callable[[], redis.Redis]:
-    address, port = config.address, int(config.of("redis", "redis_port"))
+def connector(
+    config: HostConfig, user: str, password: str, port: int | None = None
+) -> Callable[[], redis.Redis]:
+    address, port = config.address, port or int(config.of("redis", "redis_port"))
     return lambda: redis.Redis(
         host=address, port=port, username=user, password=password, socket_timeout=10
     )
@@ -290,11 +313,73 @@ def acl_user(config: HostConfig, which: str) -> Callable[[], redis.Redis]:
     return connector(config, user, password)
 
 
+# What Sentinel's client user (discovery only) must never do.
+SENTINEL_CLIENT_DENIED = (
+    ("SENTINEL", "FAILOVER", "hardening-no-such-master"),
+    ("SENTINEL", "SET", "hardening-no-such-master", "quorum", "1"),
+    ("SENTINEL", "REMOVE", "hardening-no-such-master"),
+    ("SENTINEL", "RESET", "hardening-no-such-master"),
+    ("SENTINEL", "CONFIG", "GET", "*"),
+    ("SENTINEL", "MONITOR", "hardening-probe", "127.0.0.1", "1", "2"),
+    ("ACL", "LIST"),
+    ("SHUTDOWN", "NOSAVE"),
+)
+
+
+def sentinel_problems(host: Host, config: HostConfig) -> Iterator[str]:
+    """The host's Sentinel answers no anonymous client; its client user only discovers."""
+    port = int(config.of("redis", "redis_sentinel_port"))
+    for address in config.of("redis", "redis_bind_addresses"):
+        if anonymous_access(host, address, port):
+            yield f"{config.name}: Sentinel at {address}:{port} answers without AUTH"
+    user, password = (
+        config.of("redis", f"redis_sentinel_client_{v}") for v in ("user", "password")
+    )
+    client = connector(config, user, password, port)
+    master = config.of("redis", "redis_sentinel_master_name")
+    if client().execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", master) is None:
+        yield f"{config.name}: Sentinel's {user} cannot discover the primary of {master}"
+    for command in SENTINEL_CLIENT_DENIED:
+        if not refused(client, command):
+            yield f"{config.name}: Sentinel's {user} may run {' '.join(command)}"
+
+
+def acl_command_checks(config: HostConfig, problems: list[str]) -> tuple[int, bool]:
+    """Each ACL user may run what it needs and nothing it must not: appends to ``problems``,
+    returns how many commands were tried and whether this node is the primary."""
+    checked = 0
+    celery, exporter = acl_user(config, "celery"), acl_user(config, "exporter")
+    key = f"hardening:probe:{uuid.uuid4().hex}"
+    # A replica refuses every write (READONLY), after the ACL check: the write probe runs on the
+    # primary, the refusals on every node.
+    primary = exporter().info("replication")["role"] == "master"
+    if primary:
+        assert celery().set(key, "celery may write its keys")
+    try:
+        for command in EXPORTER_NEEDS:
+            exporter().execute_command(*command)  # a refusal raises: the exporter needs it
+        for command in CELERY_DENIED:
+            checked += 1
+            if not refused(celery, command):
+                problems.append(f"{config.name}: the celery user may run {' '.join(command)}")
+        for template in (*EXPORTER_DENIED_ON_KEY, *ADMIN_COMMANDS):
+            command = tuple(part.format(key=key) for part in template)
+            checked += 1
+            if not refused(exporter, command):
+                problems.append(f"{config.name}: the exporter may run {' '.join(command)}")
+        if primary:
+            assert celery().get(key) == b"celery may write its keys"
+    finally:
+        if primary:
+            celery().delete(key, f"{key}-list")
+    return checked, primary
+
+
 def test_redis_requires_auth_and_acl_users_are_least_privilege(
     configured: dict[str, HostConfig], hosts: dict[str, Host]
 ) -> None:
     problems: list[str] = []
-    checked = 0
+    checked, primaries = 0, []
     for config in with_role(configured, "redis"):
         host, port = hosts[config.name], int(config.of("redis", "redis_port"))
         for address in config.of("redis", "redis_bind_addresses"):
@@ -302,26 +387,13 @@ def test_redis_requires_auth_and_acl_users_are_least_privilege(
             if anonymous_access(host, address, port):
                 problems.append(f"{config.name}: Redis at {address}:{port} answers without AUTH")
         problems.extend(acl_user_problems(host, config))
-
-        celery, exporter = acl_user(config, "celery"), acl_user(config, "exporter")
-        key = f"hardening:probe:{uuid.uuid4().hex}"
-        assert celery().set(key, "celery may write its keys")
-        try:
-            for command in EXPORTER_NEEDS:
-                exporter().execute_command(*command)  # a refusal raises: the exporter needs it
-            for command in CELERY_DENIED:
-                checked += 1
-                if not refused(celery, command):
-                    problems.append(f"{config.name}: the celery user may run {' '.join(command)}")
-            for template in (*EXPORTER_DENIED_ON_KEY, *ADMIN_COMMANDS):
-                command = tuple(part.format(key=key) for part in template)
-                checked += 1
-                if not refused(exporter, command):
-                    problems.append(f"{config.name}: the exporter may run {' '.join(command)}")
-            assert celery().get(key) == b"celery may write its keys"
-        finally:
-            celery().delete(key, f"{key}-list")
+        if replicated(config):
+            problems.extend(sentinel_problems(host, config))
+        tried, primary = acl_command_checks(config, problems)
+        checked += tried
+        primaries += [config.name] if primary else []
     assert checked > len(CELERY_DENIED), "no Redis host in the rehearsal"
+    assert len(primaries) == 1, f"primaries: {primaries} (one, and the write probe ran on it)"
     assert not problems, report(problems)
 
 
@@ -437,22 +509,29 @@ def test_services_run_as_non_root_users(
 
 @dataclass(frozen=True)
 class SecretFile:
-    """A file a role writes secrets into: only root may change it, only its service read it."""
+    """A file a role writes secrets into: only its owner (root, unless the service rewrites the
+    file itself) may change it, only its service read it."""
 
     role: str
     path: Spec
     group: Spec
-    holds: tuple[str, ...]  # variables whose values it contains
+    holds: tuple[str, ...]  # variables whose values it contains (an empty one: none)
     hashed: bool = False  # it holds their SHA-256 instead
     optional: bool = False  # written only while its secrets are set (removed otherwise)
+    owner: Spec = ""  # "": root
+    when: Callable[[HostConfig], bool] | None = None  # the role writes it only when this holds
 
     def wanted(self, host: HostConfig) -> bool:
-        if self.role not in host.roles:
+        if self.when is not None and not self.when(host):
             return False
         return not self.optional or any(host.of(self.role, v) for v in self.holds)
 
     def value(self, host: HostConfig, spec: Spec) -> str:
         return str(spec(host) if callable(spec) else host.of(self.role, spec))
+
+
+def replicated(host: HostConfig) -> bool:
+    return host.enabled("redis", "redis_replication_enabled")
 
 
 # Every file holding a secret. A role that writes one more is one more line here.
@@ -461,8 +540,40 @@ SECRET_FILES = (
         "redis",
         "redis_acl_path",
         fixed("redis"),
-        ("redis_celery_password", "redis_exporter_password"),
+        (
+            "redis_celery_password",
+            "redis_exporter_password",
+            "redis_replication_password",
+            "redis_sentinel_password",
+        ),  # the last two: replication
         hashed=True,
+    ),
+    # Replication: the replicas' password to their primary (masterauth).
+    SecretFile(
+        "redis", "redis_conf_path", fixed("redis"), ("redis_replication_password",), when=replicated
+    ),
+    # The Sentinel's file: its own users' hashes, its password to peers and data nodes. Sentinel
+    # rewrites the file itself, so redis owns it.
+    SecretFile(
+        "redis",
+        "redis_sentinel_conf_path",
+        fixed("redis"),
+        ("redis_sentinel_password",),
+        owner=fixed("redis"),
+        when=replicated,
+    ),
+    SecretFile(
+        "redis",
+        "redis_sentinel_conf_path",
+        fixed("redis"),
+        (
+            "redis_sentinel_password",
+            "redis_sentinel_client_password",
+            "redis_sentinel_exporter_password",
+        ),
+        hashed=True,
+        owner=fixed("redis"),
+        when=replicated,
     ),
     SecretFile(
         "redis_exporter",
@@ -470,7 +581,13 @@ SECRET_FILES = (
         "redis_exporter_user",
         ("redis_exporter_redis_password",),
     ),
-    SecretFile("celery_app", "celery_app_env_file", "celery_app_group", ("redis_celery_password",)),
+    # The broker's password; behind Sentinel also the Sentinels' client password.
+    SecretFile(
+        "celery_app",
+        "celery_app_env_file",
+        "celery_app_group",
+        ("redis_celery_password", "redis_sentinel_client_password"),
+    ),
     SecretFile(
         "flower", "flower_auth_env_file", "celery_app_group", ("flower_basic_auth_password",)
     ),
@@ -502,29 +619,35 @@ def secret_forms(value: str, hashed: bool) -> Iterator[str]:
 
 def secret_file_problems(host: Host, config: HostConfig) -> Iterator[str]:
     """Each secret file of the host's roles: a regular file, 0640/0600, root:<its service>."""
-    for spec in SECRET_FILES:
-        if not spec.wanted(config):
-            continue
-        path, group = spec.value(config, spec.path), spec.value(config, spec.group)
+    for spec, view in secret_files(config):
+        path, group = spec.value(view, spec.path), spec.value(view, spec.group)
+        owner = spec.value(view, spec.owner) if spec.owner else "root"
         f = host.testinfra.file(path)
         if not f.is_file or f.is_symlink:
             yield f"{host.name}: {path} is missing or not a regular file"
-        elif (f.user, f.group) != ("root", group) or f.mode not in (0o600, 0o640):
+        elif (f.user, f.group) != (owner, group) or f.mode not in (0o600, 0o640):
             yield (
                 f"{host.name}: {path} is {f.mode:04o} {f.user}:{f.group}, "
-                f"expected 0640 (or 0600) root:{group}"
+                f"expected 0640 (or 0600) {owner}:{group}"
             )
+
+
+def secret_files(config: HostConfig) -> Iterator[tuple[SecretFile, HostConfig]]:
+    """The secret files each role instance of the host writes, with the instance's view."""
+    for role, view in config.views():
+        for spec in SECRET_FILES:
+            if spec.role == role and spec.wanted(view):
+                yield spec, view
 
 
 def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]) -> Iterator[str]:
     """Every secret (or hash of one) is in its files and nowhere else; never in a command line."""
     allowed: dict[str, set[str]] = {}  # secret form -> the files that hold it
-    for spec in SECRET_FILES:
-        if spec.wanted(config):
-            for variable in spec.holds:
-                value = str(config.of(spec.role, variable) or "")
-                for form in secret_forms(value, spec.hashed) if value else ():
-                    allowed.setdefault(form, set()).add(spec.value(config, spec.path))
+    for spec, view in secret_files(config):
+        for variable in spec.holds:
+            value = str(view.of(spec.role, variable) or "")
+            for form in secret_forms(value, spec.hashed) if value else ():
+                allowed.setdefault(form, set()).add(spec.value(view, spec.path))
     patterns = sorted({form for s in secrets for form in secret_forms(s, False)} | set(allowed))
     found = host.grep_files(patterns, SEARCHED)
     for path, forms in sorted(found.items()):
@@ -557,7 +680,7 @@ def test_secret_files_are_private_with_the_right_owners(
     files = 0
     for name, host in hosts.items():
         config = configured[name]
-        files += sum(spec.wanted(config) for spec in SECRET_FILES)
+        files += sum(1 for _ in secret_files(config))
         problems.extend(secret_file_problems(host, config))
         problems.extend(secret_placement_problems(host, config, secrets))
     assert files >= len(configured), "no secret files checked"
