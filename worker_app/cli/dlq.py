@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import asdict
@@ -13,22 +12,20 @@ import click
 
 from worker_app.broker_transport import PublishNotReplicatedError
 from worker_app.cli.app_option import app_option, cli_app, cli_settings
+from worker_app.dlq import query
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.replay import NotReplayableError, oversized, replay
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
 from worker_app.dlq.writer import store_for
 from worker_app.message_size import SETTING, MessageTooLargeError
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 def parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h, 7d or 2w")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds (worker_app.dlq.query's rule)."""
+    try:
+        return query.parse_duration(text)
+    except query.FilterError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _store() -> DeadLetterStore:
