@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from worker_app.dlq.entry import REASONS, DeadLetter
-from worker_app.dlq.store import DeadLetterStore, Summary
+from worker_app.dlq.store import FIELD_SEP, DeadLetterStore
 
 #: The largest page a caller may ask for.
 MAX_PER_PAGE = 200
@@ -21,6 +21,7 @@ DEFAULT_PER_PAGE = 50
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TEXT_LIMIT = 200
+SEP = FIELD_SEP.encode()
 
 
 class FilterError(ValueError):
@@ -74,17 +75,19 @@ class DeadLetterFilter:
             **ages,
         )
 
-    def matches(self, summary: Summary) -> bool:
-        """Whether an entry with ``summary`` passes the text fields of the filter."""
-        if self.queue is not None and summary.queue != self.queue:
+    def matches(self, summary: bytes) -> bool:
+        """Whether an entry whose ``summary`` field (queue, task, reason and exception class,
+        separated by the store's FIELD_SEP) is ``summary`` passes the text fields."""
+        queue, task, reason, exception = [*summary.split(SEP), b"", b"", b""][:4]
+        if self.queue is not None and queue != self.queue.encode():
             return False
-        if self.task is not None and summary.task != self.task:
+        if self.task is not None and task != self.task.encode():
             return False
-        if self.reason is not None and summary.reason != self.reason:
+        if self.reason is not None and reason != self.reason.encode():
             return False
         if self.exception is not None:
-            name = summary.exception
-            if name != self.exception and name.rpartition(".")[2] != self.exception:
+            wanted = self.exception.encode()
+            if exception != wanted and exception.rpartition(b".")[2] != wanted:
                 return False
         return True
 
@@ -127,11 +130,15 @@ def matching_ids(
     else:
         after = None if selection.newer_than is None else now - selection.newer_than
         before = None if selection.older_than is None else now - selection.older_than
-        ids = [entry_id for entry_id, _ in store.index(failed_after=after, failed_before=before)]
+        ids = store.ids(failed_after=after, failed_before=before)
     if not any((selection.queue, selection.task, selection.reason, selection.exception)):
         return ids
-    summaries = store.summaries(ids)
-    return [i for i in ids if i in summaries and selection.matches(summaries[i])]
+    summaries = store.raw_summaries(ids)
+    return [
+        entry_id
+        for entry_id, summary in zip(ids, summaries, strict=True)
+        if summary is not None and selection.matches(summary)
+    ]
 
 
 def _in_range(selection: DeadLetterFilter, failed_at: float, now: float) -> bool:

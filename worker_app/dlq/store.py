@@ -109,22 +109,6 @@ def summary_of(entry: DeadLetter) -> str:
     return FIELD_SEP.join((part or "").replace(FIELD_SEP, " ") for part in parts)
 
 
-@dataclass(frozen=True)
-class Summary:
-    """What the ``summary`` hash holds for one entry."""
-
-    queue: str
-    task: str
-    reason: str
-    exception: str
-
-    @classmethod
-    def parse(cls, raw: str | bytes) -> Summary:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        queue, task, reason, exception = [*text.split(FIELD_SEP), "", "", "", ""][:4]
-        return cls(queue, task, reason, exception)
-
-
 class UnknownEntryError(KeyError):
     """No entry has that id."""
 
@@ -238,38 +222,38 @@ class DeadLetterStore:
                     continue
                 yield entry
 
-    def index(
+    def ids(
         self, newest_first: bool = True, failed_after: float | None = None,
         failed_before: float | None = None,
-    ) -> list[tuple[str, float]]:  # fmt: skip
-        """``(id, failed_at)`` of every entry that failed in the time range, in failure order."""
+    ) -> list[str]:  # fmt: skip
+        """The ids of the entries that failed in the time range, in failure order."""
         low = "-inf" if failed_after is None else repr(failed_after)
         high = "+inf" if failed_before is None else repr(failed_before)
-        rows: list[tuple[bytes, float]]
+        rows: list[bytes]
         if newest_first:
-            rows = self.client.zrevrangebyscore(self.keys[1], high, low, withscores=True)  # type: ignore[assignment]
+            rows = self.client.zrevrangebyscore(self.keys[1], high, low)  # type: ignore[assignment]
         else:
-            rows = self.client.zrangebyscore(self.keys[1], low, high, withscores=True)  # type: ignore[assignment]
-        return [(raw.decode(), float(score)) for raw, score in rows]
+            rows = self.client.zrangebyscore(self.keys[1], low, high)  # type: ignore[assignment]
+        return [raw.decode() for raw in rows]
 
-    def summaries(self, ids: list[str]) -> dict[str, Summary]:
-        """The summaries of ``ids``; an entry written before summaries existed gets one now."""
-        found: dict[str, Summary] = {}
-        missing: list[str] = []
+    def raw_summaries(self, ids: list[str]) -> list[bytes | None]:
+        """The ``summary`` fields of ``ids``, in that order (None: the entry is gone); an entry
+        written before summaries existed gets one now."""
+        found: list[bytes | None] = []
         for start in range(0, len(ids), 5000):
-            batch = ids[start : start + 5000]
-            for entry_id, raw in zip(batch, self.client.hmget(self.keys[3], batch), strict=True):
-                if raw is None:
-                    missing.append(entry_id)
-                else:
-                    found[entry_id] = Summary.parse(raw)
+            found += self.client.hmget(self.keys[3], ids[start : start + 5000])  # type: ignore[arg-type]
+        missing = [entry_id for entry_id, raw in zip(ids, found, strict=True) if raw is None]
         if missing:
-            found.update(self.backfill_summaries(missing))
+            written = self.backfill_summaries(missing)
+            found = [
+                raw if raw is not None else written.get(entry_id)
+                for entry_id, raw in zip(ids, found, strict=True)
+            ]
         return found
 
-    def backfill_summaries(self, ids: list[str]) -> dict[str, Summary]:
+    def backfill_summaries(self, ids: list[str]) -> dict[str, bytes]:
         """Write the summaries of ``ids`` from their entries (those that still exist)."""
-        written: dict[str, Summary] = {}
+        written: dict[str, bytes] = {}
         for start in range(0, len(ids), 500):
             batch = ids[start : start + 500]
             pairs: list[str] = []
@@ -281,7 +265,7 @@ class DeadLetterStore:
                 except EntryFormatError:
                     continue
                 pairs += [entry_id, summary]
-                written[entry_id] = Summary.parse(summary)
+                written[entry_id] = summary.encode()
             if pairs:
                 self._backfill(keys=self.keys, args=pairs)
         return written
