@@ -13,13 +13,18 @@ import pytest
 from tests.support.redis_server import RedisServer
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
+from worker_app.factory import create_app
+from worker_app.settings import Settings
 from worker_app.web.app import create_console
 from worker_app.web.users import User, hash_password
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "admin-long-password"  # noqa: S105 - test credentials
-USERS = {"admin": User("admin", hash_password(PASSWORD), "admin")}
+USERS = {
+    "admin": User("admin", hash_password(PASSWORD), "admin"),
+    "viewer": User("viewer", hash_password(PASSWORD), "read-only"),
+}
 
 
 @pytest.fixture
@@ -37,9 +42,18 @@ def store(redis_server: RedisServer) -> DeadLetterStore:
 
 
 @pytest.fixture
-def client(store: DeadLetterStore) -> Any:
-    app = create_console(store, USERS, secret_key="k" * 40)
+def client(store: DeadLetterStore, redis_server: RedisServer) -> Any:
+    settings = Settings.from_env({"CELERY_BROKER_URL": redis_server.url(4),
+                                  "WORKER_APP_TASK_MODULES": "worker_app.examples"})  # fmt: skip
+    app = create_console(store, USERS, secret_key="k" * 40, celery_app=create_app(settings))
     return app.test_client()
+
+
+def queued(redis_server: RedisServer) -> int:
+    """Messages waiting on the default queue (its priority steps' lists)."""
+    broker = redis_server.client(4)
+    lists = [k for k in broker.scan_iter("default*") if re.fullmatch(rb"default(\x06\x16\d+)?", k)]
+    return sum(int(broker.llen(key)) for key in lists)
 
 
 def csrf_of(html: str) -> str:
@@ -48,11 +62,14 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
-def log_in(client: Any) -> None:
+def log_in(client: Any, name: str = "admin") -> str:
+    """Log in as ``name``; returns the session's CSRF token."""
     token = csrf_of(client.get("/login").get_data(as_text=True))
-    response = client.post("/login", data={"name": "admin", "password": PASSWORD,
+    response = client.post("/login", data={"name": name, "password": PASSWORD,
                                            "csrf_token": token})  # fmt: skip
     assert response.status_code == 302
+    # Logging in starts a new session: its token comes with the next page.
+    return csrf_of(client.get("/dead-letters").get_data(as_text=True))
 
 
 def test_every_page_needs_a_login(client: Any) -> None:
@@ -102,3 +119,51 @@ def test_an_entry_page_shows_the_entry(client: Any) -> None:
     log_in(client)
     html = client.get("/dead-letters/evil").get_data(as_text=True)
     assert "t.evil" in html and "&lt;script&gt;" in html
+
+
+def test_an_admin_replays_and_deletes(
+    client: Any, store: DeadLetterStore, redis_server: RedisServer, caplog: Any
+) -> None:
+    token = log_in(client)
+    page = client.get("/dead-letters/id-7").get_data(as_text=True)
+    assert 'id="replay"' in page and 'id="delete"' in page
+    before = queued(redis_server)
+    with caplog.at_level("INFO", logger="worker_app.web.audit"):
+        replayed = client.post("/dead-letters/id-7/replay", data={"csrf_token": token})
+        deleted = client.post("/dead-letters/id-8/delete", data={"csrf_token": token})
+    assert replayed.status_code == deleted.status_code == 302
+    assert queued(redis_server) == before + 1  # published, then removed
+    assert client.get("/dead-letters/id-7").status_code == 404
+    assert client.get("/dead-letters/id-8").status_code == 404
+    assert "Replayed id-7." in client.get("/dead-letters").get_data(as_text=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "admin replayed dead letter id-7 (t.task1): 1 published, 1 removed",
+        "admin deleted dead letter id-8: 1 removed",
+    ]
+    assert (
+        client.post("/dead-letters/no-such/delete", data={"csrf_token": token}).status_code == 404
+    )
+
+
+def test_a_read_only_user_cannot_change_anything(
+    client: Any, store: DeadLetterStore, redis_server: RedisServer
+) -> None:
+    token = log_in(client, "viewer")
+    page = client.get("/dead-letters/id-7").get_data(as_text=True)
+    assert "id-7" in page and 'id="replay"' not in page and 'id="delete"' not in page
+    before = queued(redis_server)
+    for action in ("replay", "delete"):
+        assert (
+            client.post(f"/dead-letters/id-7/{action}", data={"csrf_token": token}).status_code
+            == 403
+        )
+    assert store.get("id-7").id == "id-7" and queued(redis_server) == before
+
+
+def test_a_change_without_the_csrf_token_is_refused(client: Any, store: DeadLetterStore) -> None:
+    log_in(client)
+    assert client.post("/dead-letters/id-7/delete").status_code == 400
+    assert (
+        client.post("/dead-letters/id-7/delete", data={"csrf_token": "forged"}).status_code == 400
+    )
+    assert store.get("id-7").id == "id-7"

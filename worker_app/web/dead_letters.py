@@ -1,0 +1,73 @@
+"""The console's dead-letter pages: the filtered list, an entry, replay and delete."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+
+from worker_app.dlq.query import DEFAULT_PER_PAGE, DeadLetterFilter, FilterError, page_of
+from worker_app.dlq.replay import NotReplayableError, replay
+from worker_app.dlq.store import UnknownEntryError
+from worker_app.web.auth import admin_required, login_required
+from worker_app.web.context import console
+
+audit = logging.getLogger("worker_app.web.audit")
+dead_letters = Blueprint("dead_letters", __name__)
+
+
+@dead_letters.get("/dead-letters")
+@login_required
+def index() -> Any:
+    params = request.args.to_dict()
+    try:
+        number = int(params.pop("page", "1"))
+        per_page = int(params.pop("per_page", str(DEFAULT_PER_PAGE)))
+        selection = DeadLetterFilter.from_params(params)
+        page = page_of(console().store, selection, number=number, per_page=per_page)
+    except (FilterError, ValueError) as error:
+        return render_template("error.html", message=str(error), user=g.user), 400
+    return render_template(
+        "dead_letters.html", page=page, selection=selection.as_params(), user=g.user
+    )
+
+
+@dead_letters.get("/dead-letters/<entry_id>")
+@login_required
+def entry(entry_id: str) -> Any:
+    try:
+        found = console().store.get(entry_id)
+    except UnknownEntryError:
+        abort(404)
+    return render_template("dead_letter.html", entry=found, user=g.user)
+
+
+@dead_letters.post("/dead-letters/<entry_id>/replay")
+@admin_required
+def replay_one(entry_id: str) -> Any:
+    store = console().store
+    try:
+        found = store.get(entry_id)
+        removed = replay(store, console().celery_app, found)
+    except UnknownEntryError:
+        abort(404)
+    except NotReplayableError as error:
+        return render_template("error.html", message=str(error), user=g.user), 409
+    audit.info("%s replayed dead letter %s (%s): 1 published, %d removed",
+               g.user.name, entry_id, found.task_name, int(removed))  # fmt: skip
+    flash(f"Replayed {entry_id}." if removed else
+          f"Replayed {entry_id}; it failed again meanwhile and was kept.")  # fmt: skip
+    return redirect(url_for("dead_letters.index"))
+
+
+@dead_letters.post("/dead-letters/<entry_id>/delete")
+@admin_required
+def delete_one(entry_id: str) -> Any:
+    try:
+        console().store.remove(entry_id)
+    except UnknownEntryError:
+        abort(404)
+    audit.info("%s deleted dead letter %s: 1 removed", g.user.name, entry_id)
+    flash(f"Deleted {entry_id}.")
+    return redirect(url_for("dead_letters.index"))
