@@ -167,3 +167,85 @@ def test_a_change_without_the_csrf_token_is_refused(client: Any, store: DeadLett
         client.post("/dead-letters/id-7/delete", data={"csrf_token": "forged"}).status_code == 400
     )
     assert store.get("id-7").id == "id-7"
+
+
+def test_a_bulk_delete_confirms_the_count_first(
+    client: Any, store: DeadLetterStore, caplog: Any
+) -> None:
+    token = log_in(client)
+    listing = client.get("/dead-letters?task=t.task2").get_data(as_text=True)
+    assert 'id="bulk-delete"' in listing
+    confirm = client.get("/dead-letters/bulk?action=delete&task=t.task2").get_data(as_text=True)
+    assert "This will delete 20 entries matching" in confirm
+    assert len(store) == 61  # the confirmation is a dry run
+    form = {"csrf_token": token, "action": "delete", "task": "t.task2"}
+    stale = client.post("/dead-letters/bulk", data={**form, "expected": "19"})
+    assert stale.status_code == 409 and "nothing was changed" in stale.get_data(as_text=True)
+    assert len(store) == 61
+    with caplog.at_level("INFO", logger="worker_app.web.audit"):
+        done = client.post("/dead-letters/bulk", data={**form, "expected": "20"})
+    assert done.status_code == 302
+    assert len(store) == 41
+    assert not [e for e in store.iter_entries() if e.task_name == "t.task2"]
+    assert "Deleted 20 of 20." in client.get("/dead-letters").get_data(as_text=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "admin delete {'task': 't.task2'}: 20 selected, 20 done, 0 kept, 0 skipped"
+    ]
+
+
+def test_a_bulk_replay_publishes_each_then_removes_it(
+    client: Any, store: DeadLetterStore, redis_server: RedisServer
+) -> None:
+    token = log_in(client)
+    before = queued(redis_server)
+    form = {"csrf_token": token, "action": "replay", "task": "t.task0", "expected": "20"}
+    assert client.post("/dead-letters/bulk", data=form).status_code == 302
+    assert queued(redis_server) == before + 20
+    assert len(store) == 41
+
+
+def test_bulk_actions_are_for_admins_with_a_token(client: Any, store: DeadLetterStore) -> None:
+    token = log_in(client, "viewer")
+    assert 'id="bulk-delete"' not in client.get("/dead-letters").get_data(as_text=True)
+    assert client.get("/dead-letters/bulk?action=delete").status_code == 403
+    form = {"csrf_token": token, "action": "delete", "expected": "61"}
+    assert client.post("/dead-letters/bulk", data=form).status_code == 403
+    client.post("/logout", data={"csrf_token": token})
+    token = log_in(client)
+    assert (
+        client.post("/dead-letters/bulk", data={"action": "delete", "expected": "61"}).status_code
+        == 400
+    )
+    assert client.get("/dead-letters/bulk?action=explode").status_code == 400
+    assert len(store) == 61
+
+
+class FailingAfter:
+    """A Celery app whose publishes fail after ``n`` (the broker going away midway)."""
+
+    def __init__(self, app: Any, n: int) -> None:
+        self.app, self.left = app, n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    def send_task(self, *args: Any, **kwargs: Any) -> Any:
+        if self.left == 0:
+            raise ConnectionError("the broker went away")
+        self.left -= 1
+        return self.app.send_task(*args, **kwargs)
+
+
+def test_a_bulk_replay_failing_midway_leaves_the_rest(
+    store: DeadLetterStore, redis_server: RedisServer
+) -> None:
+    from worker_app.dlq.bulk import run_bulk  # noqa: PLC0415
+    from worker_app.dlq.query import DeadLetterFilter, matching_ids  # noqa: PLC0415
+
+    settings = Settings.from_env({"CELERY_BROKER_URL": redis_server.url(4),
+                                  "WORKER_APP_TASK_MODULES": "worker_app.examples"})  # fmt: skip
+    ids = matching_ids(store, DeadLetterFilter(task="t.task1"))
+    result = run_bulk(store, FailingAfter(create_app(settings), 5), "replay", ids)
+    assert (result.selected, result.done) == (20, 5)
+    assert result.error == f"ConnectionError: the broker went away (at {ids[5]})"
+    assert matching_ids(store, DeadLetterFilter(task="t.task1")) == ids[5:]

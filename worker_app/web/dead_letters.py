@@ -1,4 +1,5 @@
-"""The console's dead-letter pages: the filtered list, an entry, replay and delete."""
+"""The console's dead-letter pages: the filtered list, an entry, replay and delete of one
+entry or of a filtered selection (a confirmation page first, which is also the dry run)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from worker_app.dlq.query import DEFAULT_PER_PAGE, DeadLetterFilter, FilterError, page_of
+from worker_app.dlq.bulk import ACTIONS, run_bulk
+from worker_app.dlq.query import (
+    DEFAULT_PER_PAGE,
+    DeadLetterFilter,
+    FilterError,
+    matching_ids,
+    page_of,
+)
 from worker_app.dlq.replay import NotReplayableError, replay
 from worker_app.dlq.store import UnknownEntryError
 from worker_app.web.auth import admin_required, login_required
@@ -71,3 +79,59 @@ def delete_one(entry_id: str) -> Any:
     audit.info("%s deleted dead letter %s: 1 removed", g.user.name, entry_id)
     flash(f"Deleted {entry_id}.")
     return redirect(url_for("dead_letters.index"))
+
+
+def _selection(params: dict[str, str]) -> tuple[str, DeadLetterFilter]:
+    action = params.pop("action", "")
+    if action not in ACTIONS:
+        raise FilterError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
+    return action, DeadLetterFilter.from_params(params)
+
+
+@dead_letters.get("/dead-letters/bulk")
+@admin_required
+def bulk_confirm() -> Any:
+    """What a bulk action would change (the dry run), with the form that does it."""
+    try:
+        action, selection = _selection(request.args.to_dict())
+    except FilterError as error:
+        return render_template("error.html", message=str(error), user=g.user), 400
+    count = len(matching_ids(console().store, selection))
+    return render_template("bulk_confirm.html", action=action, count=count,
+                           selection=selection.as_params(), user=g.user)  # fmt: skip
+
+
+@dead_letters.post("/dead-letters/bulk")
+@admin_required
+def bulk_run() -> Any:
+    """Run a confirmed bulk action; refused when the selection changed since the confirmation."""
+    params = request.form.to_dict()
+    params.pop("csrf_token", None)
+    expected = params.pop("expected", "")
+    try:
+        action, selection = _selection(params)
+    except FilterError as error:
+        return render_template("error.html", message=str(error), user=g.user), 400
+    ids = matching_ids(console().store, selection)
+    if not expected.isdigit() or int(expected) != len(ids):
+        message = (f"The selection now holds {len(ids)} entries, not the {expected} you "
+                   "confirmed: nothing was changed. Confirm again.")  # fmt: skip
+        return render_template("error.html", message=message, user=g.user), 409
+    result = run_bulk(console().store, console().celery_app, action, ids)
+    stopped = f"; stopped: {result.error}" if result.error else ""
+    audit.info(
+        "%s %s %s: %d selected, %d done, %d kept, %d skipped%s", g.user.name, action,
+        selection.as_params(), result.selected, result.done, result.kept, len(result.skipped),
+        stopped,
+    )  # fmt: skip
+    verb = "Replayed" if action == "replay" else "Deleted"
+    parts = [f"{verb} {result.done} of {result.selected}"]
+    if result.kept:
+        parts.append(f"{result.kept} failed again meanwhile and were kept")
+    if result.skipped:
+        parts.append(f"{len(result.skipped)} skipped")
+    if result.error:
+        parts.append(f"stopped: {result.error}; the rest is in place")
+    flash("; ".join(parts) + ".")
+    query: dict[str, Any] = selection.as_params()
+    return redirect(url_for("dead_letters.index", **query))
