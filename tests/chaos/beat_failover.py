@@ -35,20 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.failover import role_detection
-from tests.chaos.fleet import ROOT, Fleet
+from tests.chaos.failover import fleet_problems, main_pids_seen, sentinel_fleet
+from tests.chaos.fleet import ROOT
 from tests.chaos.ledger import audit, broker_idle, plan
-from tests.chaos.scenario import QUEUE_NAMES, ChaosConfig, Events, _publisher, _safe, worker_env
+from tests.chaos.scenario import QUEUE_NAMES, ChaosConfig, Events, _publisher, _safe
 from tests.chaos.tasks import BEAT_TICK_RUNS, BEAT_TICKS
 from tests.integration.test_beat_failover import holds_lock
-from tests.support.sentinel import start_cluster
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, start_worker
 from worker_app.beat_scheduler import DEFAULT_MAX_LOOP_INTERVAL, LOCK_TIMEOUT_FACTOR, takeover_bound
-from worker_app.dlq.writer import store_for
-from worker_app.factory import create_app
-from worker_app.settings import Settings
-from worker_app.state_redis import state_client
 
 INTERVAL = 1.0  # the periodic task's schedule (seconds)
 EXPIRES = 3600  # the entry's expires option: the header minus this is the publish time
@@ -110,17 +105,7 @@ def run_beat_failover(
     planned = plan(tasks, seed=config.seed + 3, transient=config.transient,
                    permanent=config.permanent, idempotent=config.idempotent,
                    duplicate=0.0, prefix="b")  # fmt: skip
-    cluster = start_cluster(workdir / "sentinel", **role_detection())
-    env = {
-        **worker_env(cluster.url(0), config),
-        **cluster.env(),
-        "WORKER_APP_PUBLISH_MIN_REPLICAS": "1",
-    }
-    settings = Settings.from_env(env)
-    app, store, client = create_app(settings), store_for(settings), state_client(settings)
-    fleet = Fleet(
-        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
-    )
+    cluster, env, app, store, client, fleet = sentinel_fleet(workdir, config)
     (workdir / "beatchaos.py").write_text(textwrap.dedent(APP))
     beat_env = {
         **env,
@@ -221,17 +206,15 @@ def run_beat_failover(
         "audit": final.as_dict(),
         "publish_retries": events.publish_errors,
         "duration_s": events.at(),
-        "main_pids_seen": {
-            name: sorted({snap[name]["pid"] for snap in (before, after)} - {0}) for name in before
-        },
+        "main_pids_seen": main_pids_seen(before, after),
         "worker_unrecoverable_errors": logs.count("Unrecoverable error"),
     }
 
 
 def beat_failures(result: dict[str, Any]) -> list[str]:
     """Why a Beat failover run failed its promise (empty: it kept it)."""
-    problems = []
-    beat, audited = result["beat"], result["audit"]
+    problems = fleet_problems(result)
+    beat = result["beat"]
     takeover = beat.get("takeover_s")
     if takeover is None:
         problems.append("the standby never ticked")
@@ -243,12 +226,4 @@ def beat_failures(result: dict[str, Any]) -> list[str]:
         problems.append(f"{beat['ticks_run_twice']} ticks run twice")
     if not beat.get("standby_holds_lock"):
         problems.append("the standby does not hold the lock")
-    if audited["lost"] or audited["wrong_outcomes"]:
-        problems.append(f"tasks lost or wrong: {audited['lost_tokens'][:10]} "
-                        f"{audited['wrong_outcomes'][:10]}")  # fmt: skip
-    restarted = {pool: pids for pool, pids in result["main_pids_seen"].items() if len(pids) != 1}
-    if restarted:
-        problems.append(f"worker main processes changed (crash loop?): {restarted}")
-    if result["worker_unrecoverable_errors"]:
-        problems.append(f"{result['worker_unrecoverable_errors']} 'Unrecoverable error' crashes")
     return problems

@@ -43,6 +43,7 @@ from tests.chaos.scenario import (
 )
 from tests.chaos.tasks import RUNS
 from tests.support.sentinel import Node, SentinelCluster, start_cluster
+from worker_app.dlq.store import DeadLetterStore
 from worker_app.dlq.writer import store_for
 from worker_app.factory import create_app
 from worker_app.settings import Settings
@@ -59,6 +60,47 @@ def role_detection() -> dict[str, int]:
         "down_after_ms": int(defaults["redis_sentinel_down_after_milliseconds"]),
         "failover_timeout_ms": int(defaults["redis_sentinel_failover_timeout"]),
     }
+
+
+def sentinel_fleet(
+    workdir: Path, config: ChaosConfig
+) -> tuple[SentinelCluster, dict[str, str], Any, DeadLetterStore, Any, Fleet]:
+    """A Sentinel deployment with the role's detection and the four pools (not started) on
+    it, every publish waiting for a replica: (cluster, env, app, DLQ store, state client,
+    fleet). The caller stops the cluster."""
+    cluster = start_cluster(workdir / "sentinel", **role_detection())
+    env = {
+        **worker_env(cluster.url(0), config),
+        **cluster.env(),
+        "WORKER_APP_PUBLISH_MIN_REPLICAS": "1",
+    }
+    settings = Settings.from_env(env)
+    app, store, client = create_app(settings), store_for(settings), state_client(settings)
+    fleet = Fleet(
+        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
+    )
+    return cluster, env, app, store, client, fleet
+
+
+def main_pids_seen(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[int]]:
+    """Each pool's main-process pids in two fleet snapshots (one pid: no restart)."""
+    return {name: sorted({snap[name]["pid"] for snap in (before, after)} - {0}) for name in before}
+
+
+def fleet_problems(result: dict[str, Any]) -> list[str]:
+    """What a run under load must never show: a task lost or with an outcome the plan rules
+    out, a pool's main process replaced (a crash loop), an 'Unrecoverable error'."""
+    problems = []
+    audited = result["audit"]
+    if audited["lost"] or audited["wrong_outcomes"]:
+        problems.append(f"tasks lost or wrong: {audited['lost_tokens'][:10]} "
+                        f"{audited['wrong_outcomes'][:10]}")  # fmt: skip
+    restarted = {pool: pids for pool, pids in result["main_pids_seen"].items() if len(pids) != 1}
+    if restarted:
+        problems.append(f"worker main processes changed (crash loop?): {restarted}")
+    if result["worker_unrecoverable_errors"]:
+        problems.append(f"{result['worker_unrecoverable_errors']} 'Unrecoverable error' crashes")
+    return problems
 
 
 def _fail(cluster: SentinelCluster, how: str) -> Node:
@@ -105,17 +147,7 @@ def run_failover(
                    permanent=config.permanent, idempotent=config.idempotent,
                    duplicate=0.0, prefix=how[0])  # fmt: skip
     detection = role_detection()
-    cluster = start_cluster(workdir / "sentinel", **detection)
-    env = {
-        **worker_env(cluster.url(0), config),
-        **cluster.env(),
-        "WORKER_APP_PUBLISH_MIN_REPLICAS": "1",
-    }
-    settings = Settings.from_env(env)
-    app, store, client = create_app(settings), store_for(settings), state_client(settings)
-    fleet = Fleet(
-        workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
-    )
+    cluster, _, app, store, client, fleet = sentinel_fleet(workdir, config)
     events = Events()
     published = threading.Event()
     failure: dict[str, Any] = {"how": how, **detection}
@@ -169,14 +201,11 @@ def run_failover(
     finally:
         fleet.stop()
         cluster.stop()
-    restarts = {
-        name: sorted({snap[name]["pid"] for snap in (before, after)} - {0}) for name in before
-    }
     return {
         "failure": failure,
         "audit": final.as_dict(),
         "publish_retries": events.publish_errors,
         "duration_s": events.at(),
-        "main_pids_seen": restarts,
+        "main_pids_seen": main_pids_seen(before, after),
         "worker_unrecoverable_errors": logs.count("Unrecoverable error"),
     }

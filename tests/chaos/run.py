@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.beat_failover import beat_failures, run_beat_failover
-from tests.chaos.failover import FAILURES, run_failover
+from tests.chaos.failover import FAILURES, fleet_problems, run_failover
 from tests.chaos.scenario import ChaosConfig, run_chaos, run_outage
 
 RESULTS = Path("chaos-results")
@@ -54,21 +54,12 @@ def outage_failures(result: dict[str, Any]) -> list[str]:
 
 def failover_failures(result: dict[str, Any]) -> list[str]:
     """Why a failover run failed (a confirmed task lost, no promotion, a worker restarted)."""
-    problems = []
-    audit = result["audit"]
-    if audit["lost"] or audit["wrong_outcomes"]:
-        problems.append(f"tasks lost or wrong: {audit['lost_tokens'][:10]} "
-                        f"{audit['wrong_outcomes'][:10]}")  # fmt: skip
+    problems = fleet_problems(result)
     failure = result["failure"]
     if "failed_at_s" not in failure:
         problems.append("the primary never failed (the run ended first)")
     elif failure.get("first_run_on_new_primary_s") is None:
         problems.append("no task ran on the new primary")
-    restarted = {pool: pids for pool, pids in result["main_pids_seen"].items() if len(pids) != 1}
-    if restarted:
-        problems.append(f"worker main processes changed (crash loop?): {restarted}")
-    if result["worker_unrecoverable_errors"]:
-        problems.append(f"{result['worker_unrecoverable_errors']} 'Unrecoverable error' crashes")
     return problems
 
 
