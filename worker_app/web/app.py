@@ -32,10 +32,16 @@ MIN_SECRET_KEY = 32
 
 
 def create_console(
-    store: DeadLetterStore, users: dict[str, User], secret_key: str, celery_app: Any
+    store: DeadLetterStore,
+    users: dict[str, User],
+    secret_key: str,
+    celery_app: Any,
+    *,
+    flower_url: str | None = None,
 ) -> Flask:
     """The console for ``store`` with ``users``; ``celery_app`` publishes replays;
-    ``secret_key`` signs sessions and CSRF tokens."""
+    ``secret_key`` signs sessions and CSRF tokens; the pages link to Flower at ``flower_url``
+    when it is given."""
     if len(secret_key) < MIN_SECRET_KEY:
         raise ValueError(f"the console's secret key has at least {MIN_SECRET_KEY} characters")
     app = Flask(__name__)
@@ -45,10 +51,14 @@ def create_console(
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=64 * 1024,
     )
-    app.extensions[EXTENSION] = Console(store, users, celery_app)
+    app.extensions[EXTENSION] = Console(store, users, celery_app, flower_url)
     CSRFProtect(app)
     app.register_blueprint(auth)
     app.register_blueprint(dead_letters)
+
+    @app.context_processor
+    def links() -> dict[str, Any]:
+        return {"flower_url": flower_url}
 
     @app.after_request
     def secure_headers(response: Response) -> Response:

@@ -20,6 +20,7 @@ class Console:
     store: DeadLetterStore
     users: dict[str, User]
     celery_app: Any
+    flower_url: str | None = None
 
 
 def console() -> Console:
