@@ -8,8 +8,10 @@ the replay and the bulk delete change the store. They save PNGs of the main page
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
+import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +22,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import redis
 import yaml
-from PIL import Image
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
@@ -122,10 +123,13 @@ def console(store: DeadLetterStore, client_app: Any, users_file: Path) -> Iterat
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
     """Headless Chromium; a missing chromium or chromedriver fails the tests (never skips)."""
+    missing = ""
     try:
         chromium_paths()
     except RuntimeError as error:
-        pytest.fail(str(error), pytrace=False)
+        missing = str(error)
+    if missing:
+        pytest.fail(missing, pytrace=False)
     home = tmp_path_factory.mktemp("chromium")
     chrome = start_chromium(home / "profile", home / "chromedriver.log")
     chrome.set_script_timeout(30)
@@ -142,18 +146,27 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG (its IHDR chunk)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
 def shoot(browser: Chrome, directory: Path, name: str, *, above: WebElement | None = None) -> Path:
-    """Save the viewport as ``console-<name>.png`` (the fixed window size); with ``above``,
-    only the part of the page above that element."""
+    """Save the page at the fixed window size as ``console-<name>.png``; with ``above``, only
+    the part of the page above that element."""
     browser.execute_script("window.scrollTo(0, 0)")
+    width, height = WINDOW
+    if above is not None:
+        height = int(above.rect["y"]) - 4
+        assert 0 < height < WINDOW[1], height
+    clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": clip})
+    data = base64.b64decode(shot["data"])
+    assert png_size(data) == (width, height)
     path = directory / f"console-{name}.png"
-    assert browser.save_screenshot(str(path)), path
-    with Image.open(path) as image:
-        assert image.size == WINDOW, image.size
-        if above is not None:
-            bottom = int(above.rect["y"]) - 4
-            assert 0 < bottom < WINDOW[1], bottom
-            image.crop((0, 0, WINDOW[0], bottom)).save(path)
+    path.write_bytes(data)
     return path
 
 
