@@ -166,6 +166,12 @@ molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every mole
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
 
+# The README's pictures of the console are the ones its browser tests take (headless Chromium:
+# Debian's chromium and chromium-driver).
+.PHONY: screenshots
+screenshots: $(STAMP) ## The console's screenshots in docs/img (the README's), taken by its browser tests
+	CONSOLE_SCREENSHOTS=docs/img $(PYTEST) tests/integration/test_console_browser.py
+
 upstream: $(STAMP) ## kombu's own Redis integration tests, stock and with worker_app's transport, side by side
 	$(BIN)/python -m tests.upstream.run kombu
 
