@@ -19,7 +19,9 @@ def queues() -> Any:
     try:
         report = queues_report(console())
     except BrokerUnreachableError as error:
-        return render_template("error.html", message=str(error), user=g.user), 503
+        page = render_template("error.html", title="Broker unreachable", message=str(error),
+                               user=g.user)  # fmt: skip
+        return page, 503
     steps = [str(step) for step in console().layout.priority_steps]
     return render_template("queues.html", report=report, steps=steps, user=g.user)
 
