@@ -50,18 +50,12 @@ pools:
 
 @pytest.fixture(scope="module")
 def worker_env(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
     """The conftest's worker environment with this module's pool catalogue."""
     pools = Path(tmp_path_factory.mktemp("pools")) / "pools.yml"
     pools.write_text(CATALOGUE)
-    return {
-        "CELERY_BROKER_URL": redis_server.url(0),
-        "CELERY_RESULT_BACKEND": redis_server.url(1),
-        "WORKER_APP_TASK_MODULES": "worker_app.examples",
-        "WORKER_APP_LOG_FORMAT": "json",
-        "WORKER_APP_POOLS_FILE": str(pools),
-    }
+    return {**worker_env, "WORKER_APP_POOLS_FILE": str(pools)}
 
 
 @pytest.fixture(scope="module")
