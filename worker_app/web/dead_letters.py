@@ -3,12 +3,10 @@ entry or of a filtered selection (a confirmation page first, which is also the d
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from worker_app.dlq.bulk import ACTIONS, run_bulk
 from worker_app.dlq.query import (
     DEFAULT_PER_PAGE,
     DeadLetterFilter,
@@ -16,12 +14,12 @@ from worker_app.dlq.query import (
     matching_ids,
     page_of,
 )
-from worker_app.dlq.replay import NotReplayableError, replay
+from worker_app.dlq.replay import NotReplayableError
 from worker_app.dlq.store import UnknownEntryError
+from worker_app.web import dead_letter_actions as actions
 from worker_app.web.auth import admin_required, login_required
 from worker_app.web.context import console
 
-audit = logging.getLogger("worker_app.web.audit")
 dead_letters = Blueprint("dead_letters", __name__)
 
 
@@ -54,16 +52,12 @@ def entry(entry_id: str) -> Any:
 @dead_letters.post("/dead-letters/<entry_id>/replay")
 @admin_required
 def replay_one(entry_id: str) -> Any:
-    store = console().store
     try:
-        found = store.get(entry_id)
-        removed = replay(store, console().celery_app, found)
+        removed = actions.replay_one(console(), g.user, entry_id)
     except UnknownEntryError:
         abort(404)
     except NotReplayableError as error:
         return render_template("error.html", message=str(error), user=g.user), 409
-    audit.info("%s replayed dead letter %s (%s): 1 published, %d removed",
-               g.user.name, entry_id, found.task_name, int(removed))  # fmt: skip
     flash(f"Replayed {entry_id}." if removed else
           f"Replayed {entry_id}; it failed again meanwhile and was kept.")  # fmt: skip
     return redirect(url_for("dead_letters.index"))
@@ -73,19 +67,11 @@ def replay_one(entry_id: str) -> Any:
 @admin_required
 def delete_one(entry_id: str) -> Any:
     try:
-        console().store.remove(entry_id)
+        actions.delete_one(console(), g.user, entry_id)
     except UnknownEntryError:
         abort(404)
-    audit.info("%s deleted dead letter %s: 1 removed", g.user.name, entry_id)
     flash(f"Deleted {entry_id}.")
     return redirect(url_for("dead_letters.index"))
-
-
-def _selection(params: dict[str, str]) -> tuple[str, DeadLetterFilter]:
-    action = params.pop("action", "")
-    if action not in ACTIONS:
-        raise FilterError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
-    return action, DeadLetterFilter.from_params(params)
 
 
 @dead_letters.get("/dead-letters/bulk")
@@ -93,7 +79,7 @@ def _selection(params: dict[str, str]) -> tuple[str, DeadLetterFilter]:
 def bulk_confirm() -> Any:
     """What a bulk action would change (the dry run), with the form that does it."""
     try:
-        action, selection = _selection(request.args.to_dict())
+        action, selection = actions.parse_selection(request.args.to_dict())
     except FilterError as error:
         return render_template("error.html", message=str(error), user=g.user), 400
     count = len(matching_ids(console().store, selection))
@@ -109,29 +95,12 @@ def bulk_run() -> Any:
     params.pop("csrf_token", None)
     expected = params.pop("expected", "")
     try:
-        action, selection = _selection(params)
+        action, selection = actions.parse_selection(params)
+        result = actions.run_selection(console(), g.user, action, selection, expected)
     except FilterError as error:
         return render_template("error.html", message=str(error), user=g.user), 400
-    ids = matching_ids(console().store, selection)
-    if not expected.isdigit() or int(expected) != len(ids):
-        message = (f"The selection now holds {len(ids)} entries, not the {expected} you "
-                   "confirmed: nothing was changed. Confirm again.")  # fmt: skip
-        return render_template("error.html", message=message, user=g.user), 409
-    result = run_bulk(console().store, console().celery_app, action, ids)
-    stopped = f"; stopped: {result.error}" if result.error else ""
-    audit.info(
-        "%s %s %s: %d selected, %d done, %d kept, %d skipped%s", g.user.name, action,
-        selection.as_params(), result.selected, result.done, result.kept, len(result.skipped),
-        stopped,
-    )  # fmt: skip
-    verb = "Replayed" if action == "replay" else "Deleted"
-    parts = [f"{verb} {result.done} of {result.selected}"]
-    if result.kept:
-        parts.append(f"{result.kept} failed again meanwhile and were kept")
-    if result.skipped:
-        parts.append(f"{len(result.skipped)} skipped")
-    if result.error:
-        parts.append(f"stopped: {result.error}; the rest is in place")
-    flash("; ".join(parts) + ".")
+    except actions.StaleSelectionError as error:
+        return render_template("error.html", message=str(error), user=g.user), 409
+    flash(actions.describe(result))
     query: dict[str, Any] = selection.as_params()
     return redirect(url_for("dead_letters.index", **query))
