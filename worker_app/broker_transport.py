@@ -69,7 +69,7 @@ from typing import Any, ClassVar
 
 import kombu.transport
 import redis
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -188,6 +188,38 @@ class PublishNotReplicatedError(OperationalError):  # type: ignore[misc]  # komb
         self.acknowledged = acknowledged
         self.required = required
         self.timeout_ms = timeout_ms
+
+
+class ReplicatedPublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]  # kombu is untyped
+    """kombu's publish batch (``Producer.batch()``: many publishes, one round trip), and a
+    ``WAIT`` for ``replicas`` at the end of each flush: a batch returns, as a single publish
+    does, only once the replicas have every message of it."""
+
+    def __init__(self, channel: Any, max_size: int, replicas: int, timeout_ms: int) -> None:
+        super().__init__(channel, max_size)
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+
+    def flush(self) -> None:
+        """kombu's flush (the same failure handling), with the WAIT after the writes."""
+        self._check_usable()
+        if not self._buffered:
+            return
+        self.pipeline.wait(self.replicas, self.timeout_ms)
+        try:
+            results = self.pipeline.execute()
+        except BaseException as exc:
+            self._failed = exc
+            self._buffered = 0
+            self.pipeline.reset()
+            if isinstance(exc, Exception):
+                raise BatchPublishError(
+                    "Redis publish batch failed; delivery is uncertain"
+                ) from exc
+            raise
+        self._buffered = 0
+        if int(results[-1]) < self.replicas:
+            raise PublishNotReplicatedError(int(results[-1]), self.replicas, self.timeout_ms)
 
 
 def is_role_change(exc: BaseException) -> bool:
@@ -570,6 +602,14 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     def bell(self, queue: str) -> str:
         """The list a publish to ``queue`` rings (pushes to) and idle consumers wait on."""
         return f"{queue}{self.sep}bell"
+
+    def create_publish_batch(self, max_size: int) -> Any:
+        """kombu's publish batch; with replicas to wait for, one that waits at each flush
+        (kombu's own would return before any replica has the messages)."""
+        replicas = int(self.publish_min_replicas or 0)
+        if not replicas:
+            return super().create_publish_batch(max_size)
+        return ReplicatedPublishBatch(self, max_size, replicas, int(self.publish_replica_timeout))
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish, and a ring of the queue's bell in the same round trip: an idle
