@@ -203,7 +203,7 @@ class ReplicatedPublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]  #
     def flush(self) -> None:
         """kombu's flush (the same failure handling), with the WAIT after the writes."""
         self._check_usable()
-        if not self._buffered:
+        if not self._buffered:  # type: ignore[has-type]  # kombu is untyped
             return
         self.pipeline.wait(self.replicas, self.timeout_ms)
         try:
