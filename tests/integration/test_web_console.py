@@ -237,15 +237,20 @@ class FailingAfter:
 
 
 def test_a_bulk_replay_failing_midway_leaves_the_rest(
-    store: DeadLetterStore, redis_server: RedisServer
+    store: DeadLetterStore, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker_app.dlq.bulk import run_bulk  # noqa: PLC0415
+    from worker_app.dlq import bulk  # noqa: PLC0415
     from worker_app.dlq.query import DeadLetterFilter, matching_ids  # noqa: PLC0415
 
+    monkeypatch.setattr(bulk, "BATCH", 5)
     settings = Settings.from_env({"CELERY_BROKER_URL": redis_server.url(4),
                                   "WORKER_APP_TASK_MODULES": "worker_app.examples"})  # fmt: skip
     ids = matching_ids(store, DeadLetterFilter(task="t.task1"))
-    result = run_bulk(store, FailingAfter(create_app(settings), 5), "replay", ids)
+    queued = redis_server.client(4).llen("default")
+    # The broker goes away at the third publish of the second batch.
+    result = bulk.run_bulk(store, FailingAfter(create_app(settings), 7), "replay", ids)
     assert (result.selected, result.done) == (20, 5)
-    assert result.error == f"ConnectionError: the broker went away (at {ids[5]})"
+    assert result.error == f"ConnectionError: the broker went away (in the batch from {ids[5]})"
     assert matching_ids(store, DeadLetterFilter(task="t.task1")) == ids[5:]
+    # The first batch was published; nothing of the failed batch reached Redis.
+    assert redis_server.client(4).llen("default") - queued == 5

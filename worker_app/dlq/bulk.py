@@ -2,7 +2,8 @@
 
 Each entry keeps the guarantees of one: a replay removes the entry only after its publish and
 only if it is unchanged; a failure midway stops there, leaves every entry not yet done in
-place and says how many were done.
+place and says how many were done. Entries go in batches (``replay.BATCH``): one round trip
+publishes a batch, one atomic call removes it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_app.dlq.replay import NotReplayableError, replay
+from worker_app.dlq.replay import BATCH, replay_batch
 from worker_app.dlq.store import DeadLetterStore
 
 ACTIONS = ("replay", "delete")
@@ -29,31 +30,37 @@ class BulkResult:
 
 
 def run_bulk(store: DeadLetterStore, app: Any, action: str, ids: list[str]) -> BulkResult:
-    """Apply ``action`` to the entries ``ids``, one by one, in that order."""
+    """Apply ``action`` to the entries ``ids``, ``BATCH`` at a time, in that order: a batch's
+    tasks are published in one round trip and its entries removed in one call
+    (``replay_batch``); a delete removes a batch's entries in one call, each only if it is
+    unchanged since it was read."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     result = BulkResult(action, len(ids))
-    for start in range(0, len(ids), 500):
-        batch = ids[start : start + 500]
-        entries = {entry.id: entry for entry in store.get_many(batch)}
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
+        found = {entry.id: entry for entry in store.get_many(batch)}
+        entries = []
         for entry_id in batch:
-            entry = entries.get(entry_id)
-            if entry is None:
+            entry = found.get(entry_id)
+            if entry is None or (action == "replay" and not entry.replayable):
                 result.skipped.append(entry_id)
-                continue
-            try:
-                if action == "delete":
-                    removed = store.remove(entry_id, expected=entry)
-                else:
-                    removed = replay(store, app, entry)
-            except NotReplayableError:
-                result.skipped.append(entry_id)
-                continue
-            except Exception as error:  # reported: the rest stays in place
-                result.error = f"{type(error).__name__}: {error} (at {entry_id})"
-                return result
-            if removed:
-                result.done += 1
             else:
-                result.kept += 1
+                entries.append(entry)
+        try:
+            if action == "delete":
+                statuses = store.remove_many(entries)
+            else:
+                statuses = replay_batch(store, app, entries)
+        except Exception as error:  # reported: this batch and the rest stay in place
+            first = entries[0].id if entries else "?"
+            result.error = f"{type(error).__name__}: {error} (in the batch from {first})"
+            return result
+        for entry, status in zip(entries, statuses, strict=True):
+            if status == 1:
+                result.done += 1
+            elif action == "replay":
+                result.kept += 1  # published, but it died again (or went) meanwhile
+            else:
+                result.skipped.append(entry.id)  # gone, or changed since it was read
     return result

@@ -32,16 +32,44 @@ def oversized(app: Any, entries: list[DeadLetter]) -> tuple[int, list[tuple[str,
     return limit, over
 
 
+#: Entries published in one round trip and removed in one call (``replay_batch``).
+BATCH = 500
+
+
 def replay(store: DeadLetterStore, app: Any, entry: DeadLetter) -> bool:
     """Publish ``entry``'s task to its original queue with its original arguments
     and task id, with a fresh retry budget; remove the entry only once the
     publish succeeded. Returns False when the entry changed meanwhile (the
     task died again already) and was therefore kept.
     """
-    if not entry.replayable:
-        raise NotReplayableError(
-            f"entry {entry.id} ({entry.reason}) holds no task that can be published again"
-        )
+    return replay_batch(store, app, [entry]) == [1]
+
+
+def replay_batch(store: DeadLetterStore, app: Any, entries: list[DeadLetter]) -> list[int]:
+    """``replay`` for many entries: every task published in one round trip (kombu's publish
+    batch, which also waits for the replicas a publish must reach), then the entries removed
+    in one atomic call, each only if it is unchanged. Per entry, in order: 1 replayed and
+    removed, -1 replayed but it changed meanwhile (kept), 0 replayed but already gone.
+
+    Nothing is removed unless the whole batch was published: when the publish fails, every
+    entry stays (some of their tasks may have reached Redis: replaying them again publishes
+    those twice, never none)."""
+    for entry in entries:
+        if not entry.replayable:
+            raise NotReplayableError(
+                f"entry {entry.id} ({entry.reason}) holds no task that can be published again"
+            )
+    if not entries:
+        return []
+    # Four commands at most per message (the message, its bell, the bell's trim, the
+    # task-sent event): one flush for the whole batch.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=4 * len(entries) + 8):
+        for entry in entries:
+            _publish(app, entry, producer)
+    return store.remove_many(entries)
+
+
+def _publish(app: Any, entry: DeadLetter, producer: Any) -> None:
     headers: dict[str, Any] = {REPLAY_COUNT: entry.replay_count + 1}
     if entry.first_published_at is not None:
         headers[FIRST_PUBLISHED_AT] = entry.first_published_at
@@ -56,6 +84,6 @@ def replay(store: DeadLetterStore, app: Any, entry: DeadLetter) -> bool:
         queue=entry.queue or app.conf.task_default_queue,
         headers=headers,
         retries=0,
+        producer=producer,
         **options,
     )
-    return store.remove(entry.id, expected=entry)

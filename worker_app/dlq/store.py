@@ -16,6 +16,7 @@ caps (count and age) are enforced atomically on each write.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,6 +89,26 @@ return 1
 """
 )
 
+# ARGV: id1, sha1 of its expected json ('' = any), id2, ... -> per id: 1 removed, 0 missing,
+# -1 changed meanwhile (what _LUA_REMOVE answers for one, for a whole batch in one call)
+_LUA_REMOVE_MANY = (
+    _LUA_DROP
+    + """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  if not raw then
+    out[#out + 1] = 0
+  elseif ARGV[i + 1] ~= '' and redis.sha1hex(raw) ~= ARGV[i + 1] then
+    out[#out + 1] = -1
+  else
+    drop(ARGV[i]); out[#out + 1] = 1
+  end
+end
+return out
+"""
+)
+
 # ARGV: min_score, max_count -> number removed
 _LUA_TRIM = _LUA_DROP + "\nreturn trim(tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
 
@@ -155,6 +176,7 @@ class DeadLetterStore:
         self._remove = client.register_script(_LUA_REMOVE)
         self._trim = client.register_script(_LUA_TRIM)
         self._backfill = client.register_script(_LUA_BACKFILL)
+        self._remove_many = client.register_script(_LUA_REMOVE_MANY)
 
     # -- writing -------------------------------------------------------------
     def add(self, entry: DeadLetter, now: float | None = None) -> bool:
@@ -178,6 +200,18 @@ class DeadLetterStore:
         if result == 0 and expected is None:
             raise UnknownEntryError(entry_id)
         return result == 1
+
+    def remove_many(self, entries: list[DeadLetter], unchanged: bool = True) -> list[int]:
+        """Delete ``entries`` in one atomic call; with ``unchanged``, each only if it is still
+        exactly that entry. Per entry, in order: 1 removed, 0 gone already, -1 changed
+        meanwhile (kept)."""
+        if not entries:
+            return []
+        args: list[str] = []
+        for entry in entries:
+            digest = hashlib.sha1(entry.to_json().encode(), usedforsecurity=False).hexdigest()
+            args += [entry.id, digest if unchanged else ""]
+        return [int(status) for status in self._remove_many(keys=self.keys, args=args)]
 
     def trim(self, now: float | None = None) -> int:
         """Apply the count and age caps now; returns how many entries were removed."""
