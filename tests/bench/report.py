@@ -58,12 +58,21 @@ def machine() -> dict[str, Any]:
 def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     """The table: one (benchmark, result) row per figure."""
     a, b, c, d = (results[k] for k in ("throughput", "isolation", "replay", "exporter"))
+    cpu, cmds = a["redis_cpu_ms_per_1000"], a["redis_commands_per_task"]
     table = [
-        (f"(a) no-op drain, plain Celery task, prefork x2 (median of {a['runs']})",
+        (f"(a) no-op drain, prefork x2, the `default` pool's arguments (median of {a['runs']}): "
+         "stock Celery 5 on kombu's transport", f"{a['stock_tasks_per_s']} tasks/s"),
+        ("(a) worker_app's worker and transport, plain Celery task",
          f"{a['plain_tasks_per_s']} tasks/s"),
-        ("(a) no-op drain, `RetryableTask` with metrics and every hook",
+        ("(a) worker_app, `RetryableTask` with metrics and every hook",
          f"{a['instrumented_tasks_per_s']} tasks/s"),
-        ("(a) **instrumented ÷ plain**", f"**{a['ratio_instrumented_to_plain']}**"),
+        ("(a) **plain ÷ stock, instrumented ÷ stock** (instrumented ÷ plain)",
+         f"**{a['ratio_plain_to_stock']}, {a['ratio_instrumented_to_stock']}** "
+         f"({a['ratio_instrumented_to_plain']})"),
+        ("(a) Redis CPU per 1,000 tasks: stock / plain / instrumented",
+         f"{cpu['stock']} / {cpu['plain']} / {cpu['instrumented']} ms"),
+        ("(a) Redis commands per task: stock / plain / instrumented",
+         f"{cmds['stock']} / {cmds['plain']} / {cmds['instrumented']}"),
         (f"(b) `critical` enqueue→start p50 / p99, nothing else queued ({b['runs']} runs x "
          f"{b['critical_probes_per_run']} probes)", f"{b['idle_p50_ms']} / {b['idle_p99_ms']} ms"),
         (f"(b) the same with {b['low_backlog']:,} `low` tasks queued",
@@ -91,6 +100,22 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             ("(f) the same, worker_app (its transport and producer)",
              f"{ours_p50[0]} to {ours_p50[-1]} / {ours_p99} ms"),
         ]  # fmt: skip
+    g = results.get("idle")
+    if g:
+        table.append((
+            f"(g) {g['consumers']} idle worker nodes on the 4 queues, Redis CPU / commands per "
+            "second: stock (BRPOP) vs worker_app (poll by script)",
+            f"{g['stock']['redis_cpu_ms_per_s']} ms, {g['stock']['commands_per_s']} vs "
+            f"{g['worker_app']['redis_cpu_ms_per_s']} ms, {g['worker_app']['commands_per_s']}",
+        ))  # fmt: skip
+    h = results.get("publish")
+    if h:
+        table.append((
+            f"(h) `delay()` p50 / p99 ({h['runs']} runs x {h['publishes_per_run']:,}): "
+            "stock producer vs worker_app's (guard, headers, transport)",
+            f"{h['stock_p50_ms']} / {h['stock_p99_ms']} vs "
+            f"{h['worker_app_p50_ms']} / {h['worker_app_p99_ms']} ms",
+        ))  # fmt: skip
     e = results.get("converge")
     if e:
         table += [

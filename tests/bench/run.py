@@ -1,4 +1,5 @@
-"""`make bench`: throughput, priority isolation, DLQ replay and exporter cost.
+"""`make bench`: throughput and Redis cost against stock Celery, priority isolation, DLQ replay,
+exporter cost, idle wake-up, idle consumers, publish latency and the converge.
 
 Each figure is the median of several runs on this machine, measured side by
 side in one invocation; ratios compare runs made in the same invocation.
@@ -23,10 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.bench import report
+from tests.bench import report, stock
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, start_redis
 from tests.support.workers import WorkerProcess, start_worker
+from worker_app.configuration import PRIORITY_SEP
 from worker_app.dlq.bulk import run_bulk
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.query import DeadLetterFilter, matching_ids
@@ -54,7 +56,7 @@ def _preload(server: RedisServer, app: Any, task: str, queue: str, count: int, *
     """``count`` copies of one real task message on ``queue`` (fast: pipelined LPUSH)."""
     client = server.client(0)
     app.send_task(task, queue=queue, **opts)
-    key = queue if not opts.get("priority") else f"{queue}:{opts['priority']}"
+    key = queue if not opts.get("priority") else f"{queue}{PRIORITY_SEP}{opts['priority']}"
     template = client.lindex(key, 0)
     assert template is not None, f"no message on {key}"
     remaining = count - 1
@@ -62,11 +64,6 @@ def _preload(server: RedisServer, app: Any, task: str, queue: str, count: int, *
         batch = min(remaining, 5000)
         client.lpush(key, *([template] * batch))
         remaining -= batch
-
-
-def _drained(server: RedisServer, queue: str) -> bool:
-    client = server.client(0)
-    return client.llen(queue) == 0 and client.hlen("unacked") == 0
 
 
 def _wait(check: Callable[[], bool], timeout: float) -> None:
@@ -79,46 +76,6 @@ def _wait(check: Callable[[], bool], timeout: float) -> None:
 
 def _worker(server: RedisServer, log: Path, *args: str, **env: str) -> WorkerProcess:
     return start_worker(list(args), {**_env(server), **env}, log, ready_text="ready.")
-
-
-def bench_throughput(tmp: Path, tasks: int, runs: int) -> dict[str, Any]:
-    """(a) no-op drain rate: RetryableTask + metrics vs plain Celery task, same worker settings."""
-    rates: dict[str, list[float]] = {"plain": [], "instrumented": []}
-    for run in range(runs):
-        for variant in ("plain", "instrumented"):
-            server = start_redis(tmp / f"tp-{variant}-{run}")
-            try:
-                app = _app(server)
-                task = "bench.plain_noop" if variant == "plain" else "bench.instrumented_noop"
-                _preload(server, app, task, "default", tasks)
-                metrics = ["--metrics-port", "0" if variant == "plain" else str(free_port())]
-                args = ["worker_app.cli", "worker", "--pool", "default", "--concurrency", "2",
-                        "--no-events", *metrics, "--loglevel", "WARNING",
-                        "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-                worker = start_worker(
-                    args, {**_env(server), "WORKER_APP_LOG_FORMAT": "text"},
-                    tmp / f"tp-{variant}-{run}.log", ready_text="",
-                )  # fmt: skip
-                # The clock starts at the first message taken off the queue (worker
-                # start-up excluded) and stops when Redis holds nothing for it.
-                client = server.client(0)
-                _wait(lambda c=client: c.llen("default") < tasks, timeout=120)
-                began = time.perf_counter()
-                _wait(lambda s=server: _drained(s, "default"), timeout=600)
-                rates[variant].append(tasks / (time.perf_counter() - began))
-                worker.stop()
-            finally:
-                server.stop()
-    plain = statistics.median(rates["plain"])
-    instrumented = statistics.median(rates["instrumented"])
-    return {
-        "tasks_per_run": tasks,
-        "runs": runs,
-        "plain_tasks_per_s": round(plain, 1),
-        "instrumented_tasks_per_s": round(instrumented, 1),
-        "ratio_instrumented_to_plain": round(instrumented / plain, 3),
-        "all_runs": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
-    }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -374,8 +331,12 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as raw:
         tmp = Path(raw)
-        print("running (a) throughput ...", flush=True)
-        a = bench_throughput(tmp, tasks=1000 if quick else 3000, runs=1 if quick else 3)
+        print("running (a) throughput, stock Celery vs worker_app ...", flush=True)
+        a = stock.bench_throughput(tmp, tasks=1000 if quick else 3000, runs=1 if quick else 3)
+        print("running (g) idle consumers and (h) publish latency, stock vs worker_app ...",
+              flush=True)  # fmt: skip
+        g = stock.bench_idle(tmp, consumers=8, seconds=5 if quick else 30)
+        h = stock.bench_publish(tmp, count=500 if quick else 5000, runs=2 if quick else 4)
         print("running (b) priority isolation ...", flush=True)
         b = bench_isolation(tmp, backlog=10_000 if quick else 100_000,
                             probes=50 if quick else 200, runs=1 if quick else 3)  # fmt: skip
@@ -393,6 +354,8 @@ def main() -> int:
         "replay": c,
         "exporter": d,
         "wakeup": f,
+        "idle": g,
+        "publish": h,
     }
     if not (quick or args.no_converge):
         print("running (e) site converge and idempotent re-runs (staging on containers) ...",
