@@ -221,7 +221,8 @@ def test_bulk_actions_are_for_admins_with_a_token(client: Any, store: DeadLetter
 
 
 class FailingAfter:
-    """A Celery app whose publishes fail after ``n`` (the broker going away midway)."""
+    """A Celery app whose task publishes fail after ``n`` (the broker going away midway): its
+    ``amqp.send_task_message``, through which every task publish goes."""
 
     def __init__(self, app: Any, n: int) -> None:
         self.app, self.left = app, n
@@ -229,11 +230,21 @@ class FailingAfter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
 
-    def send_task(self, *args: Any, **kwargs: Any) -> Any:
-        if self.left == 0:
-            raise ConnectionError("the broker went away")
-        self.left -= 1
-        return self.app.send_task(*args, **kwargs)
+    @property
+    def amqp(self) -> Any:
+        outer = self
+
+        class Amqp:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(outer.app.amqp, name)
+
+            def send_task_message(self, *args: Any, **kwargs: Any) -> Any:
+                if outer.left == 0:
+                    raise ConnectionError("the broker went away")
+                outer.left -= 1
+                return outer.app.amqp.send_task_message(*args, **kwargs)
+
+        return Amqp()
 
 
 def test_a_bulk_replay_failing_midway_leaves_the_rest(

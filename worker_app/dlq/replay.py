@@ -61,29 +61,41 @@ def replay_batch(store: DeadLetterStore, app: Any, entries: list[DeadLetter]) ->
             )
     if not entries:
         return []
-    # Four commands at most per message (the message, its bell, the bell's trim, the
-    # task-sent event): one flush for the whole batch.
-    with app.producer_or_acquire() as producer, producer.batch(max_size=4 * len(entries) + 8):
-        for entry in entries:
-            _publish(app, entry, producer)
+    with app.producer_or_acquire() as producer:
+        # Each queue declared once, not at every publish of the batch.
+        queues = {_queue(app, entry) for entry in entries}
+        for name in sorted(queues):
+            producer.maybe_declare(app.amqp.queues[name])
+        # Four commands at most per message (the message, its bell, the bell's trim, the
+        # task-sent event): one flush for the whole batch. A batch is never retried (kombu):
+        # no retry wrapper around each publish either.
+        with producer.batch(max_size=4 * len(entries) + 8):
+            for entry in entries:
+                _publish(app, entry, producer)
     return store.remove_many(entries)
 
 
+def _queue(app: Any, entry: DeadLetter) -> str:
+    return entry.queue or str(app.conf.task_default_queue)
+
+
 def _publish(app: Any, entry: DeadLetter, producer: Any) -> None:
+    """Celery's task message and its publish (the size guard and worker_app's headers
+    included) without ``send_task``'s routing and result-backend hooks, which a replay to a
+    named queue does not use, and without a task-sent event: at Redis speed a bulk replay
+    would flood the event stream; the worker's task-received event shows the task as for
+    any other."""
     headers: dict[str, Any] = {REPLAY_COUNT: entry.replay_count + 1}
     if entry.first_published_at is not None:
         headers[FIRST_PUBLISHED_AT] = entry.first_published_at
     options: dict[str, Any] = {}
     if entry.priority is not None:
         options["priority"] = entry.priority
-    app.send_task(
-        entry.task_name,
-        args=entry.args,
-        kwargs=entry.kwargs,
-        task_id=entry.task_id or entry.id,
-        queue=entry.queue or app.conf.task_default_queue,
-        headers=headers,
-        retries=0,
-        producer=producer,
-        **options,
+    task_id = entry.task_id or entry.id
+    message = app.amqp.create_task_message(
+        task_id, entry.task_name, entry.args, entry.kwargs, retries=0, create_sent_event=False
     )
+    app.amqp.send_task_message(
+        producer, entry.task_name, message, queue=_queue(app, entry), headers=headers,
+        declare=[], retry=False, **options,
+    )  # fmt: skip
