@@ -275,6 +275,11 @@ def test_the_list_shows_the_dead_letters_newest_first(
     assert {entry_id for entry_id, _ in rows} == letters.all
     assert rows == newest_first(store)
     assert browser.find_element(By.ID, "total").text == f"{len(letters.all)} matching"
+    task_ids = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.task-id code")]
+    assert task_ids == [entry_id for entry_id, _ in rows]  # ids are task ids, shown as text
+    for cell in browser.find_elements(By.CSS_SELECTOR, "td.failed-at"):
+        shown, age = cell.text.split("\n")
+        assert shown.endswith(" UTC") and age.endswith(" ago"), cell.text
     shoot(browser, screenshots, "dead-letters")
 
 
@@ -304,6 +309,9 @@ def test_an_entry_shows_its_arguments_exception_and_traceback(
     assert field(browser, "Keyword arguments") == f"{{'seconds': {SLOW_SECONDS}}}"
     assert field(browser, "Exception") == f"{entry.exception_type}: {entry.exception_message}"
     assert "SoftTimeLimitExceeded" in field(browser, "Exception")
+    assert field(browser, "Host") == "low@console-demo"  # the node that dead-lettered it
+    assert field(browser, "Task id") == entry_id and field(browser, "Retries") == "0"
+    assert field(browser, "Failed at").endswith(" ago)")
     traceback = browser.find_element(By.TAG_NAME, "pre")
     assert entry.traceback and "Traceback (most recent call last)" in entry.traceback
     assert traceback.get_attribute("textContent") == entry.traceback
@@ -420,3 +428,34 @@ def test_a_script_argument_is_rendered_as_text(
         assert not browser.find_elements(By.TAG_NAME, "script"), page  # no element made of it
         with pytest.raises(NoAlertPresentException):
             browser.switch_to.alert  # noqa: B018 - the property raises when no alert is open
+
+
+def test_the_queues_and_workers_pages(browser: Chrome, console: str, screenshots: Path) -> None:
+    """The catalogue's queues with their consumers, and its pools with their live nodes
+    (`default` and `low` have one; `critical` and `high` none)."""
+    log_in(browser, console, "viewer", VIEWER_PASSWORD)
+    follow(browser, browser.find_element(By.LINK_TEXT, "Queues"))
+    assert path_of(browser) == "/queues"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")
+    consumers = {}
+    for row in rows:
+        assert row.get_attribute("id") == f"queue-{row.find_element(By.TAG_NAME, 'td').text}"
+        consumers[row.find_element(By.TAG_NAME, "td").text] = row.find_element(
+            By.CLASS_NAME, "consumers"
+        ).text
+    assert consumers == {"critical": "0", "high": "0", "default": "1", "low": "1"}
+    shoot(browser, screenshots, "queues")
+
+    follow(browser, browser.find_element(By.LINK_TEXT, "Workers"))
+    assert path_of(browser) == "/workers"
+    for pool, node in (("default", "default@console-demo"), ("low", "low@console-demo")):
+        section = browser.find_element(By.ID, f"pool-{pool}")
+        assert [h.text for h in section.find_elements(By.CLASS_NAME, "node")] == [node]
+        assert not section.find_elements(By.CLASS_NAME, "no-live-node")
+    for pool in ("critical", "high"):
+        section = browser.find_element(By.ID, f"pool-{pool}")
+        assert not section.find_elements(By.CLASS_NAME, "node")
+        assert section.find_element(By.CLASS_NAME, "no-live-node").text == (
+            "No live node in this pool."
+        )
+    shoot(browser, screenshots, "workers")

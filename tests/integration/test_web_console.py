@@ -3,9 +3,11 @@ Chromium come with the rest of issue 21)."""
 
 from __future__ import annotations
 
+import html as html_module
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -121,6 +123,84 @@ def test_an_entry_page_shows_the_entry(client: Any) -> None:
     assert "t.evil" in html and "&lt;script&gt;" in html
 
 
+def fields_of(html: str) -> dict[str, str]:
+    """The entry page's ``<dt>``/``<dd>`` pairs, as text (tags dropped, spaces collapsed)."""
+    pairs = re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", html, re.S)
+    return {
+        name: " ".join(html_module.unescape(re.sub(r"<[^>]+>", "", value)).split())
+        for name, value in pairs
+    }
+
+
+def test_an_entry_page_shows_every_field_of_the_entry(client: Any, store: DeadLetterStore) -> None:
+    published = datetime(2026, 12, 1, 3, 4, 5, tzinfo=UTC).timestamp()
+    store.add(DeadLetter(
+        id="full", reason="retries_exhausted", task_name="billing.charge", task_id="full",
+        queue="critical", args=[42, "eur"], kwargs={"retry": True},
+        exception_type="requests.Timeout", exception_message="read timed out",
+        traceback="Traceback (most recent call last):\n  boom\nrequests.Timeout: read timed out",
+        retries=5, first_published_at=published, failed_at=published + 125,
+        hostname="critical@worker-7", replay_count=2, priority=6,
+    ))  # fmt: skip
+    log_in(client, "viewer")
+    html = client.get("/dead-letters/full").get_data(as_text=True)
+    fields = fields_of(html)
+    assert fields["Id"] == "full" and fields["Task id"] == "full"
+    assert fields["Queue"] == "critical" and fields["Priority"] == "6"
+    assert fields["Reason"] == "retries_exhausted"
+    assert fields["Exception"] == "requests.Timeout: read timed out"
+    assert fields["Arguments"] == "[42, 'eur']"
+    assert fields["Keyword arguments"] == "{'retry': True}"
+    assert fields["Retries"] == "5" and fields["Replayed"] == "2 times"
+    assert fields["First published at"].startswith("2026-12-01 03:04:05 UTC (")
+    assert fields["Failed at"].startswith("2026-12-01 03:06:10 UTC (")
+    assert fields["Failed at"].endswith(" ago)")
+    assert fields["Host"] == "critical@worker-7"
+    assert '<pre id="traceback">Traceback (most recent call last):\n  boom\n' in html
+    assert str(int(published)) not in html  # no epoch seconds on the page
+
+    store.add(DeadLetter(id="bare", reason="undecodable", task_name=None, task_id=None,
+                         queue="default", failed_at=published, raw_body="\x00garbage",
+                         content_type="application/x-evil"))  # fmt: skip
+    html = client.get("/dead-letters/bare").get_data(as_text=True)
+    fields = fields_of(html)
+    assert fields["First published at"] == "not recorded"
+    assert fields["Reason"] == "undecodable (cannot be replayed)"
+    assert fields["Content type"] == "application/x-evil"
+    assert fields["Exception"] == "none"
+    assert "No traceback recorded." in html and "None" not in html
+    assert '<pre id="raw-body">\x00garbage</pre>' in html
+
+
+def test_the_list_shows_task_ids_and_readable_times(client: Any, store: DeadLetterStore) -> None:
+    log_in(client, "viewer")
+    html = client.get("/dead-letters?task=t.task0&per_page=200").get_data(as_text=True)
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)[1:]  # after the header row
+    assert len(rows) == 20
+    newest = store.get("id-57")  # t.task0 is every third: id-57 is its newest
+    first = rows[0]
+    assert '<td class="task-id"><code>id-57</code></td>' in first
+    shown = datetime.fromtimestamp(newest.failed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f">{shown}</time>" in first
+    assert re.search(r'<span class="age">(\d+ min|[1-5]?\d s) ago</span>', first), first
+    assert '<span class="age">16 min ago</span>' in rows[-1]  # id-0 failed 1000 s ago
+    assert str(int(newest.failed_at)) not in html
+
+
+def test_the_login_page_shows_no_navigation_and_the_pages_are_styled(client: Any) -> None:
+    login = client.get("/login").get_data(as_text=True)
+    assert "<nav" not in login and 'href="/queues"' not in login
+    assert '<link rel="stylesheet" href="/static/console.css">' in login
+    log_in(client, "viewer")
+    page = client.get("/dead-letters").get_data(as_text=True)
+    assert '<nav><a href="/dead-letters">Dead letters</a>' in page and 'href="/queues"' in page
+    css = client.get("/static/console.css")
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    assert "tbody tr:nth-child(even)" in css.get_data(as_text=True)
+    assert css.headers["Content-Security-Policy"].startswith("default-src 'self';")
+    assert "<style" not in page and "style=" not in page and "<script" not in page
+
+
 def test_an_admin_replays_and_deletes(
     client: Any, store: DeadLetterStore, redis_server: RedisServer, caplog: Any
 ) -> None:
@@ -176,7 +256,9 @@ def test_a_bulk_delete_confirms_the_count_first(
     listing = client.get("/dead-letters?task=t.task2").get_data(as_text=True)
     assert 'id="bulk-delete"' in listing
     confirm = client.get("/dead-letters/bulk?action=delete&task=t.task2").get_data(as_text=True)
-    assert "This will delete 20 entries matching" in confirm
+    assert (
+        "This will delete 20 entries matching\ntask=t.task2.\nNothing has changed yet." in confirm
+    )
     assert len(store) == 61  # the confirmation is a dry run
     form = {"csrf_token": token, "action": "delete", "task": "t.task2"}
     stale = client.post("/dead-letters/bulk", data={**form, "expected": "19"})

@@ -3,7 +3,9 @@
 The console's users and roles, checked on every request. A failure is a 401 in JSON *without*
 ``WWW-Authenticate: Basic``: no browser ever prompts for (and so caches) the credentials, so a
 browser cannot be made to send them to the API from another site, which is why the API's POSTs
-need no CSRF token. The session cookie is never looked at here.
+need no CSRF token. The session cookie is never looked at here. Verified credentials are
+remembered for a minute (``worker_app.web.credential_cache``): a busy client does not pay a
+scrypt check per request.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from flask import g, request
 
 from worker_app.web.context import console
 from worker_app.web.json_errors import json_error
-from worker_app.web.users import User, authenticate
+from worker_app.web.users import User
 
 
 def basic_user() -> User | None:
@@ -24,7 +26,9 @@ def basic_user() -> User | None:
     credentials = request.authorization
     if credentials is None or credentials.type != "basic":
         return None
-    return authenticate(console().users, credentials.username or "", credentials.password or "")
+    parts = console()
+    name, password = credentials.username or "", credentials.password or ""
+    return parts.credentials.authenticate(parts.users, name, password)
 
 
 def basic_auth_required(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -18,12 +18,13 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
 from worker_app.dlq.store import DeadLetterStore
-from worker_app.web import json_errors, request_metrics
+from worker_app.web import formatting, json_errors, request_metrics
 from worker_app.web.api import api
 from worker_app.web.api_dead_letters import api_dead_letters
 from worker_app.web.auth import auth, login_required
 from worker_app.web.broker_pages import broker_pages
 from worker_app.web.context import EXTENSION, Console
+from worker_app.web.credential_cache import CredentialCache
 from worker_app.web.dead_letters import dead_letters
 from worker_app.web.task_pages import task_pages
 from worker_app.web.users import User
@@ -64,7 +65,8 @@ def create_console(
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     app.extensions[EXTENSION] = Console(store, users, celery_app, flower_url, control_timeout,
-                                        dlq_growth_window, dlq_growth_limit)  # fmt: skip
+                                        dlq_growth_window, dlq_growth_limit,
+                                        CredentialCache(secret_key.encode()))  # fmt: skip
     csrf = CSRFProtect(app)
     for blueprint in (auth, dead_letters, broker_pages, task_pages):
         app.register_blueprint(blueprint)
@@ -72,6 +74,7 @@ def create_console(
         csrf.exempt(blueprint)
         app.register_blueprint(blueprint)
     json_errors.install(app)
+    formatting.install(app)
     request_metrics.install(app)
 
     @app.context_processor

@@ -3,7 +3,7 @@ derived from the app (the pool catalogue, the broker's queue layout and client).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -15,6 +15,7 @@ from worker_app.configuration import catalogue_of, settings_of
 from worker_app.dlq.store import DeadLetterStore
 from worker_app.pools import Catalogue
 from worker_app.state_redis import broker_client
+from worker_app.web.credential_cache import CredentialCache
 from worker_app.web.users import User
 
 EXTENSION = "worker_app_console"
@@ -32,6 +33,7 @@ class Console:
     control_timeout: float = 1.0  # seconds to wait for the workers' remote-control replies
     dlq_growth_window: float = 900.0  # seconds of dead letters /api/health counts
     dlq_growth_limit: int | None = None  # more entries than this in the window: unhealthy
+    credentials: CredentialCache = field(default_factory=CredentialCache)  # API Basic auth
 
     @cached_property
     def catalogue(self) -> Catalogue:
