@@ -316,6 +316,12 @@ def test_an_entry_shows_its_arguments_exception_and_traceback(
     assert entry.traceback and "Traceback (most recent call last)" in entry.traceback
     assert traceback.get_attribute("textContent") == entry.traceback
     assert browser.find_element(By.ID, "replay").is_displayed()
+    headers = {
+        row.find_element(By.TAG_NAME, "th").text: row.find_element(By.TAG_NAME, "td").text
+        for row in browser.find_elements(By.CSS_SELECTOR, "#headers tr")
+    }
+    assert headers["task"] == "examples.slow" and headers["id"] == entry_id
+    assert headers["worker_app_queue"] == "low" and set(headers) == set(entry.headers)
     # The traceback holds the paths of the machine that ran the test: not in the picture.
     shoot(browser, screenshots, "dead-letter", above=traceback)
 

@@ -48,6 +48,8 @@ class DeadLetter:
     raw_body: str | None = None
     content_type: str | None = None
     priority: int | None = None
+    # The message's headers as the worker received them (``capture.recorded_headers``).
+    headers: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
