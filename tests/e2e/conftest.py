@@ -94,8 +94,8 @@ PROJECT = "celery-stack-e2e"
 # session to reuse (make compat after make test in .ci/run: one stack up for both).
 KEPT_DIR = ROOT / "build" / "e2e-stack"
 STACK_KEYS = ("WORKER_APP_POOLS_FILE", "STACK_PROJECT", "STACK_ENV_FILE", "STACK_REDIS_PORT",
-              "STACK_FLOWER_PORT", "STACK_PROMETHEUS_PORT", "STACK_ALERTMANAGER_PORT",
-              "STACK_GRAFANA_PORT")  # fmt: skip
+              "STACK_FLOWER_PORT", "STACK_CONSOLE_PORT", "STACK_PROMETHEUS_PORT",
+              "STACK_ALERTMANAGER_PORT", "STACK_GRAFANA_PORT")  # fmt: skip
 
 
 def _project_containers(*flags: str) -> list[str]:
@@ -140,6 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "STACK_ENV_FILE": str(workdir / "e2e.env"),
             "STACK_REDIS_PORT": str(free_port()),
             "STACK_FLOWER_PORT": str(free_port()),
+            "STACK_CONSOLE_PORT": str(free_port()),
             "STACK_PROMETHEUS_PORT": str(free_port()),
             "STACK_ALERTMANAGER_PORT": str(free_port()),
             "STACK_GRAFANA_PORT": str(free_port()),

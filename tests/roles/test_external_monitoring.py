@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA_SECRETS = ("vault_grafana_admin_password", "vault_grafana_secret_key")
 # The stack's own services: with external monitoring the team's Prometheus and Alertmanager
 # scrape themselves.
-EXPORTED_JOBS = {"celery-workers", "celery-exporter", "flower", "redis", "node"}
+EXPORTED_JOBS = {"celery-workers", "celery-exporter", "flower", "console", "redis", "node"}
 
 
 def external_inventory(tmp_path: Path, value: str = "external") -> Path:
