@@ -43,7 +43,8 @@ CONSOLE = f"console:{CONSOLE_PORT}"
 # Prometheus scrapes the console's /metrics as this read-only console user (the wiring's
 # stack_console_prometheus_user); its password file is written when the container starts.
 CONSOLE_PROMETHEUS_USER = "prometheus"
-CONSOLE_PASSWORD_FILE = "/tmp/console.password"  # noqa: S105 - a path
+# Inside the Prometheus container (its own /tmp), written with umask 077 by its command.
+CONSOLE_PASSWORD_FILE = "/tmp/console.password"  # noqa: S105, S108 - a path in the container
 ALERTMANAGER = "alertmanager:9093"
 # The worker nodes' and the broker exporter's series share job="celery" (as one celery-exporter's
 # do); `component` tells them apart. The same labels as the role's wiring.yml (tests/roles).
