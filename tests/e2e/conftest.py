@@ -149,6 +149,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                             timeout=1800, check=False)  # fmt: skip
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
         assert "The Celery stack is up" in up.stdout
+        # The console's URL and its users are printed with the other credentials.
+        console = f"Console     http://127.0.0.1:{env['STACK_CONSOLE_PORT']}   user admin, "
+        assert console in up.stdout and "user viewer (read-only), password " in up.stdout
     running = Stack(env)
     try:
         yield running
