@@ -126,6 +126,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("console", {**GOOD_CONSOLE, "console_address": "0.0.0.0"},  # noqa: S104 - refused
      "console_address"),
     ("console", {**GOOD_CONSOLE, "console_flower_url": "flower:5555"}, "console_flower_url"),
+    ("console", {**GOOD_CONSOLE, "console_threads": 0}, "console_threads"),
     ("node_exporter", {"node_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
      "node_exporter_address"),
     ("node_exporter", {"node_exporter_port": 91000}, "node_exporter_port"),
