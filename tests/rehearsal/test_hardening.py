@@ -659,21 +659,26 @@ def secret_files(config: HostConfig) -> Iterator[tuple[SecretFile, HostConfig]]:
 
 def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]) -> Iterator[str]:
     """Every secret (or hash of one) is in its files and nowhere else; never in a command line."""
-    allowed: dict[str, set[str]] = {}  # secret form -> the files that hold it
+    allowed: dict[str, set[str]] = {}  # secret form -> the files that may hold it
+    held: set[tuple[str, tuple[str, ...]]] = set()  # (file, the forms of one of its secrets)
     for spec, view in secret_files(config):
         for variable in spec.holds:
             value = str(view.of(spec.role, variable) or "")
-            for form in secret_forms(value, spec.hashed) if value else ():
+            secret = tuple(secret_forms(value, spec.hashed)) if value else ()
+            for form in secret:
                 allowed.setdefault(form, set()).add(spec.value(view, spec.path))
+            if secret:
+                held.add((spec.value(view, spec.path), secret))
     patterns = sorted({form for s in secrets for form in secret_forms(s, False)} | set(allowed))
     found = host.grep_files(patterns, SEARCHED)
     for path, forms in sorted(found.items()):
         for form in sorted(forms):
             if path not in allowed.get(form, set()):
                 yield f"{host.name}: {path} holds a secret (...{form[-4:]})"
-    for form, paths in sorted(allowed.items()):
-        for path in sorted(p for p in paths if form not in found.get(p, set())):
-            yield f"{host.name}: {path} does not hold its secret (...{form[-4:]})"
+    # A secret is held in one of its forms (as it is, or URL-quoted where it has to be).
+    for path, one_secret in sorted(held):
+        if not set(one_secret) & found.get(path, set()):
+            yield f"{host.name}: {path} does not hold its secret (...{one_secret[0][-4:]})"
     for proc in host.processes.values():
         if any(form in proc.cmdline for form in patterns):
             yield f"{host.name}: process {proc.pid} ({proc.name}) has a secret in its arguments"
@@ -776,16 +781,19 @@ def console_default_problems(rehearsal: Rehearsal, config: HostConfig) -> Iterat
     vault's (Basic auth on /metrics, as Prometheus scrapes it)."""
     url = f"http://{config['console_address']}:{config['console_port']}/metrics"
     for password in WELL_KNOWN:
-        if rehearsal.http(url, ("admin", password))[0] != 401:
-            yield f"{config.name}: the console accepts admin:{password!r}"
-    if rehearsal.http(url)[0] != 401:
-        yield f"{config.name}: the console serves /metrics without credentials"
+        status = rehearsal.http(url, ("admin", password))[0]
+        if status != 401:
+            yield f"{config.name}: the console answers {status} (not 401) to admin:{password!r}"
+    status = rehearsal.http(url)[0]
+    if status != 401:
+        yield f"{config.name}: the console answers {status} (not 401) without credentials"
     for user, secret in (
         ("admin", "vault_console_admin_password"),
         (config["stack_console_prometheus_user"], "vault_console_prometheus_password"),
     ):
-        if rehearsal.http(url, (user, rehearsal.secret(secret)))[0] != 200:
-            yield f"{config.name}: the console refuses {user} with the vault's {secret}"
+        status = rehearsal.http(url, (user, rehearsal.secret(secret)))[0]
+        if status != 200:
+            yield f"{config.name}: the console answers {status} to {user} with the vault's {secret}"
 
 
 def grafana_default_problems(rehearsal: Rehearsal, host: Host, config: HostConfig) -> Iterator[str]:
