@@ -166,6 +166,12 @@ molecule-all: $(STAMP) host-images wheels $(EXAMPLE_WHEELS)/.built ## Every mole
 e2e: $(STAMP) ## End-to-end: make up in its own project, demo load, checks, clean
 	$(PYTEST) tests/e2e
 
+# The README's pictures of the console are the ones its browser tests take (headless Chromium:
+# Debian's chromium and chromium-driver).
+.PHONY: screenshots
+screenshots: $(STAMP) ## The console's screenshots in docs/img (the README's), taken by its browser tests
+	CONSOLE_SCREENSHOTS=docs/img $(PYTEST) tests/integration/test_console_browser.py
+
 upstream: $(STAMP) ## kombu's own Redis integration tests, stock and with worker_app's transport, side by side
 	$(BIN)/python -m tests.upstream.run kombu
 
@@ -211,9 +217,9 @@ check: $(STAMP) wheels ## Dry run with diffs: make check ENV=production VAULT_PA
 rolling-deploy: $(STAMP) wheels ## Drain, upgrade and restart worker hosts one by one (ARGS="-e rolling_batch=2")
 	$(PLAYBOOK) ansible/deploy_workers.yml $(ARGS)
 
-secrets: $(STAMP) ## New random secrets in inventories/$(ENV)/group_vars/all/vault.yml (VAULT_PASSWORD_FILE=)
+secrets: $(STAMP) ## New random secrets in inventories/$(ENV)/group_vars/all/vault.yml (VAULT_PASSWORD_FILE=; MISSING=1 adds only those it lacks)
 	@test -n "$(VAULT_PASSWORD_FILE)" || { echo "usage: make secrets ENV=<env> VAULT_PASSWORD_FILE=<file>" >&2; exit 2; }
-	tools/secrets.sh $(ENV) $(VAULT_PASSWORD_FILE)
+	tools/secrets.sh $(if $(MISSING),--missing) $(ENV) $(VAULT_PASSWORD_FILE)
 
 rehearse: $(STAMP) host-images wheels ## Rehearse ENV on containers: converge, idempotence, check mode, e2e, rolling deploy
 	STACK_VAULT_PASSWORD='$(REHEARSAL_VAULT_PASSWORD)' tools/rehearse.sh $(ENV) $(or $(STEP),all)

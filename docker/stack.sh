@@ -40,8 +40,13 @@ REDIS_CELERY_PASSWORD=$(random_secret)
 REDIS_EXPORTER_PASSWORD=$(random_secret)
 FLOWER_PASSWORD=$(random_secret)
 GRAFANA_ADMIN_PASSWORD=$(random_secret)
+CONSOLE_ADMIN_PASSWORD=$(random_secret)
+CONSOLE_VIEWER_PASSWORD=$(random_secret)
+CONSOLE_PROMETHEUS_PASSWORD=$(random_secret)
+CONSOLE_SECRET_KEY=$(random_secret)$(random_secret)
 STACK_REDIS_PORT=${STACK_REDIS_PORT:-16379}
 STACK_FLOWER_PORT=${STACK_FLOWER_PORT:-5555}
+STACK_CONSOLE_PORT=${STACK_CONSOLE_PORT:-5580}
 STACK_PROMETHEUS_PORT=${STACK_PROMETHEUS_PORT:-9090}
 STACK_ALERTMANAGER_PORT=${STACK_ALERTMANAGER_PORT:-9093}
 STACK_GRAFANA_PORT=${STACK_GRAFANA_PORT:-3000}
@@ -49,6 +54,17 @@ ENV
         )
     fi
     chmod 0600 "$env_file"
+    # A .env from before the console: its secrets and port are added, the others kept.
+    local name
+    for name in CONSOLE_ADMIN_PASSWORD CONSOLE_VIEWER_PASSWORD CONSOLE_PROMETHEUS_PASSWORD CONSOLE_SECRET_KEY STACK_CONSOLE_PORT; do
+        grep -q "^$name=" "$env_file" && continue
+        case "$name" in
+          STACK_CONSOLE_PORT) printf '%s=%s\n' "$name" "${STACK_CONSOLE_PORT:-5580}" ;;
+          CONSOLE_SECRET_KEY) printf '%s=%s%s\n' "$name" "$(random_secret)" "$(random_secret)" ;;
+          *) printf '%s=%s\n' "$name" "$(random_secret)" ;;
+        esac >>"$env_file"
+        say "added $name to $env_file"
+    done
     # shellcheck disable=SC1090
     set -a; . "$env_file"; set +a
 }
@@ -72,6 +88,8 @@ summary() {
 The Celery stack is up (project ${STACK_PROJECT}).
 
   Flower      http://127.0.0.1:${STACK_FLOWER_PORT}   user admin, password ${FLOWER_PASSWORD}
+  Console     http://127.0.0.1:${STACK_CONSOLE_PORT}   user admin, password ${CONSOLE_ADMIN_PASSWORD}
+                                   user viewer (read-only), password ${CONSOLE_VIEWER_PASSWORD}
   Prometheus  http://127.0.0.1:${STACK_PROMETHEUS_PORT}
   Alertmanager http://127.0.0.1:${STACK_ALERTMANAGER_PORT:-9093}   alerts are logged by alert-log: make alerts
 TXT

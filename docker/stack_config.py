@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from worker_app.cli.web import DEFAULT_PORT as CONSOLE_PORT
 from worker_app.factory import load_and_check
 from worker_app.pools import Catalogue
 from worker_app.settings import Settings, SettingsError
@@ -38,6 +39,12 @@ CATALOGUE_IN_CONTAINERS = "/etc/worker-app/pools.yml"
 EXPORTER = "exporter:9808"
 REDIS_EXPORTER = "redis-exporter:9121"
 FLOWER = "flower:5555"
+CONSOLE = f"console:{CONSOLE_PORT}"
+# Prometheus scrapes the console's /metrics as this read-only console user (the wiring's
+# stack_console_prometheus_user); its password file is written when the container starts.
+CONSOLE_PROMETHEUS_USER = "prometheus"
+# Inside the Prometheus container (its own /tmp), written with umask 077 by its command.
+CONSOLE_PASSWORD_FILE = "/tmp/console.password"  # noqa: S105, S108 - a path in the container
 ALERTMANAGER = "alertmanager:9093"
 # The worker nodes' and the broker exporter's series share job="celery" (as one celery-exporter's
 # do); `component` tells them apart. The same labels as the role's wiring.yml (tests/roles).
@@ -102,6 +109,13 @@ def prometheus_config(catalogue: Catalogue) -> dict[str, Any]:
             {"job_name": "celery-workers", "static_configs": workers},
             job("celery-exporter", EXPORTER, **CELERY_EXPORTER_LABELS),
             job("flower", FLOWER, host="flower"),
+            {
+                **job("console", CONSOLE, host="console"),
+                "basic_auth": {
+                    "username": CONSOLE_PROMETHEUS_USER,
+                    "password_file": CONSOLE_PASSWORD_FILE,
+                },
+            },
             job("redis", REDIS_EXPORTER, host="redis"),
             job("prometheus", "127.0.0.1:9090", host="prometheus"),
             job("alertmanager", ALERTMANAGER, host="alertmanager"),

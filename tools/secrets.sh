@@ -2,12 +2,23 @@
 # Generate fresh random secrets for an inventory and encrypt them with ansible-vault.
 #   tools/secrets.sh ENV VAULT_PASSWORD_FILE            -> inventories/ENV/group_vars/all/vault.yml
 #   tools/secrets.sh --rehearsal ENV VAULT_PASSWORD_FILE   (marks them rehearsal-only)
+#   tools/secrets.sh --missing ENV VAULT_PASSWORD_FILE     (adds only the secrets the vault lacks,
+#                                                         e.g. after an upgrade; keeps the others)
 # An existing vault.yml is kept as vault.yml.<timestamp>.bak (0600) so a rotation can be undone.
 set -euo pipefail
 rehearsal=false
-if [[ "${1:-}" == "--rehearsal" ]]; then rehearsal=true; shift; fi
-env_name="${1:?usage: tools/secrets.sh [--rehearsal] ENV VAULT_PASSWORD_FILE}"
-password_file="${2:?usage: tools/secrets.sh [--rehearsal] ENV VAULT_PASSWORD_FILE}"
+missing=false
+while [[ "${1:-}" == --* ]]; do
+  case "$1" in
+    --rehearsal) rehearsal=true ;;
+    --missing) missing=true ;;
+    *) echo "secrets: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+usage="usage: tools/secrets.sh [--rehearsal] [--missing] ENV VAULT_PASSWORD_FILE"
+env_name="${1:?$usage}"
+password_file="${2:?$usage}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/inventories/$env_name/group_vars/all"
 [[ -d "$dir" ]] || { echo "secrets: no inventory at inventories/$env_name" >&2; exit 2; }
@@ -21,6 +32,12 @@ secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(int(__import_
 # inventory logs in to a smarthost). A rehearsal vault gets a random one.
 smtp_password="${ALERTMANAGER_SMTP_PASSWORD:-}"
 if [[ "$rehearsal" == true && -z "$smtp_password" ]]; then smtp_password="$(secret 24)"; fi
+# The console's users file holds password hashes only (worker-app web hash-password).
+worker_app="$root/.venv/bin/worker-app"
+[[ -x "$worker_app" ]] || worker_app=worker-app
+hash_of() { printf '%s\n' "$1" | "$worker_app" web hash-password --stdin; }
+console_admin_password="$(secret 24)"
+console_prometheus_password="$(secret 32)"
 
 umask 077
 plain="$(mktemp)"
@@ -40,7 +57,33 @@ vault_redis_sentinel_password: "$(secret 32)"
 vault_redis_sentinel_client_password: "$(secret 32)"
 vault_redis_sentinel_exporter_password: "$(secret 32)"
 vault_alertmanager_smtp_password: $(python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$smtp_password")
+# The console (role console): its users with password hashes (add yours: name, password_hash from
+# \`worker-app web hash-password\`, role admin or read-only); the admin's password is kept here for
+# you to read (ansible-vault view), the hosts get only its hash. Prometheus' read-only console
+# user: its password (Prometheus' password_file) and its hash. The secret signs sessions.
+vault_console_admin_password: "$console_admin_password"
+vault_console_users: [{name: admin, password_hash: "$(hash_of "$console_admin_password")", role: admin}]
+vault_console_prometheus_password: "$console_prometheus_password"
+vault_console_prometheus_password_hash: "$(hash_of "$console_prometheus_password")"
+vault_console_secret_key: "$(secret 48)"
 YAML
+if [[ "$missing" == true ]]; then
+  [[ -f "$dir/vault.yml" ]] || { echo "secrets: --missing: no vault at inventories/$env_name" >&2; exit 2; }
+  current="$(mktemp)"
+  trap 'rm -f "$plain" "$current"' EXIT
+  "$vault" view --vault-password-file "$password_file" "$dir/vault.yml" >"$current"
+  # Each secret is one line: keep the vault as it is and append the lines of the missing ones.
+  python3 - "$current" "$plain" <<'PY'
+import re, sys
+current, fresh = (open(path).read() for path in sys.argv[1:])
+have = set(re.findall(r"^(vault_\w+):", current, re.MULTILINE))
+added = [line for line in fresh.splitlines()
+         if (m := re.match(r"^(vault_\w+):", line)) and m.group(1) not in have]
+with open(sys.argv[2], "w") as out:
+    out.write(current.rstrip("\n") + "\n" + "".join(line + "\n" for line in added))
+print("secrets: adding " + (", ".join(l.split(":")[0] for l in added) or "nothing"), file=sys.stderr)
+PY
+fi
 if [[ -f "$dir/vault.yml" ]]; then
   backup="$dir/vault.yml.$(date +%Y%m%d%H%M%S).bak"
   cp -p "$dir/vault.yml" "$backup" && chmod 0600 "$backup"

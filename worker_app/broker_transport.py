@@ -30,7 +30,8 @@ registry holds consumer names without it.
 
 No Redis command blocks on several lists and moves a message atomically, so an idle consumer
 waits on *bells* instead: every publish through this transport also pushes to its queue's
-bell list (``<queue>\x06\x16bell``, capped at ``BELLS``) in the same round trip, and a
+bell list (``<queue>\x06\x16bell``, capped at ``BELLS``) in the same round trip (a batch of
+publishes, once per queue at its end), and a
 consumer after an empty scan blocks (``BRPOP``) on the bells of its queues, then scans
 again. A message from a producer without this transport is found by the next scan, at most
 ``brpop_timeout`` (1 s) later.
@@ -69,7 +70,7 @@ from typing import Any, ClassVar
 
 import kombu.transport
 import redis
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -188,6 +189,47 @@ class PublishNotReplicatedError(OperationalError):  # type: ignore[misc]  # komb
         self.acknowledged = acknowledged
         self.required = required
         self.timeout_ms = timeout_ms
+
+
+class ReliablePublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]  # kombu is untyped
+    """kombu's publish batch (``Producer.batch()``: many publishes, one round trip) for this
+    transport: each queue's bell is rung once per flush, after every message of the flush (not
+    once per message); with ``replicas``, a ``WAIT`` ends each flush, so a batch returns, as a
+    single publish does, only once the replicas have every message of it."""
+
+    def __init__(self, channel: Any, max_size: int, replicas: int, timeout_ms: int) -> None:
+        super().__init__(channel, max_size)
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        self.bells: dict[str, int | None] = {}  # bell -> its queue's expiry (ms), to ring
+
+    def flush(self) -> None:
+        """kombu's flush (the same failure handling), with the bells and the WAIT last."""
+        self._check_usable()
+        if not self._buffered:  # type: ignore[has-type]  # kombu is untyped
+            return
+        for bell, expires in self.bells.items():
+            self.pipeline.lpush(bell, 1)
+            self.pipeline.ltrim(self.channel.physical(bell), 0, BELLS - 1)
+            if expires:
+                self.pipeline.pexpire(bell, expires)
+        self.bells.clear()
+        if self.replicas:
+            self.pipeline.wait(self.replicas, self.timeout_ms)
+        try:
+            results = self.pipeline.execute()
+        except BaseException as exc:
+            self._failed = exc
+            self._buffered = 0
+            self.pipeline.reset()
+            if isinstance(exc, Exception):
+                raise BatchPublishError(
+                    "Redis publish batch failed; delivery is uncertain"
+                ) from exc
+            raise
+        self._buffered = 0
+        if self.replicas and int(results[-1]) < self.replicas:
+            raise PublishNotReplicatedError(int(results[-1]), self.replicas, self.timeout_ms)
 
 
 def is_role_change(exc: BaseException) -> bool:
@@ -571,6 +613,12 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         """The list a publish to ``queue`` rings (pushes to) and idle consumers wait on."""
         return f"{queue}{self.sep}bell"
 
+    def create_publish_batch(self, max_size: int) -> Any:
+        """A publish batch that rings the bells once per flush and waits for the replicas
+        (kombu's own would return before any replica has the messages)."""
+        replicas = int(self.publish_min_replicas or 0)
+        return ReliablePublishBatch(self, max_size, replicas, int(self.publish_replica_timeout))
+
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish, and a ring of the queue's bell in the same round trip: an idle
         consumer of any of its queues wakes at once (no Redis command blocks on several
@@ -580,10 +628,7 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
         expires = self._expires.get(queue) if self._expires else None
         if batch is not None:
             super()._put(queue, message, **kwargs)
-            batch.add("lpush", bell, 1)
-            batch.add("ltrim", self.physical(bell), 0, BELLS - 1)
-            if expires:
-                batch.add("pexpire", bell, expires)
+            batch.bells[bell] = expires  # rung once, when the batch flushes
             return
         priority = self._get_message_priority(message, reverse=False)
         replicas = int(self.publish_min_replicas or 0)

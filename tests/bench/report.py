@@ -79,8 +79,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
          f"{b['backlog_p50_ms']} / {b['backlog_p99_ms']} ms"),
         ("(b) **backlog ÷ idle** (p50, p99)",
          f"**{b['ratio_p50_backlog_to_idle']}, {b['ratio_p99_backlog_to_idle']}**"),
-        (f"(c) DLQ replay, publish + conditional remove (median of {c['runs']})",
-         f"{c['replays_per_s']} entries/s"),
+        (f"(c) `dlq replay --all` of {c['entries_per_run']:,} entries, batched publish + "
+         f"conditional remove (median of {c['runs']})", f"{c['replays_per_s']} entries/s"),
+        (f"(c) the console's bulk delete of a filtered {c['entries_per_run'] // 2:,}",
+         f"{c['deletes_per_s']} entries/s"),
         (f"(d) exporter scrape, {d['queued']:,} queued over 4 queues x 4 priorities (p50 / max)",
          f"{d['scrape_ms_p50']} / {d['scrape_ms_max']} ms"),
     ]  # fmt: skip

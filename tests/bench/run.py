@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -28,8 +29,9 @@ from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, start_redis
 from tests.support.workers import WorkerProcess, start_worker
 from worker_app.configuration import PRIORITY_SEP
+from worker_app.dlq.bulk import run_bulk
 from worker_app.dlq.entry import DeadLetter
-from worker_app.dlq.replay import replay
+from worker_app.dlq.query import DeadLetterFilter, matching_ids
 from worker_app.dlq.writer import store_for
 from worker_app.factory import create_app
 from worker_app.settings import Settings
@@ -196,32 +198,49 @@ def bench_wakeup(tmp: Path, probes: int) -> dict[str, Any]:
 
 
 def bench_replay(tmp: Path, entries: int, runs: int) -> dict[str, Any]:
-    """(c) DLQ replay rate: entries published again (and removed) per second."""
-    rates = []
+    """(c) DLQ replay rate of ``worker-app dlq replay --all`` (its own figure: the time it
+    prints, start-up excluded), and of a filtered bulk delete (the console's, half the
+    entries)."""
+    replays, deletes = [], []
     for run in range(runs):
         server = start_redis(tmp / f"replay-{run}")
         try:
             settings = Settings.from_env(_env(server))
-            app = create_app(settings)
             store = store_for(settings)
             now = time.time()
             for n in range(entries):
-                entry = DeadLetter(id=f"e-{n}", reason="retries_exhausted",
-                                   task_name="bench.instrumented_noop", task_id=f"e-{n}",
-                                   queue="default", failed_at=now - entries + n)  # fmt: skip
+                entry = DeadLetter(
+                    id=f"e-{n}", reason="retries_exhausted", task_name="bench.instrumented_noop",
+                    task_id=f"e-{n}", queue="default", failed_at=now - entries + n, args=[n],
+                    traceback="Traceback (most recent call last):\n" * 20,
+                )  # fmt: skip
                 store.add(entry, now=now)
-            listed = list(store.iter_entries(newest_first=False))
-            began = time.perf_counter()
-            for entry in listed:
-                replay(store, app, entry)
-            rates.append(entries / (time.perf_counter() - began))
+            out = subprocess.run(
+                [sys.executable, "-m", "worker_app.cli", "dlq", "replay", "--all"],
+                env={**os.environ, **_env(server)}, capture_output=True, text=True,
+                check=True, timeout=600,
+            ).stdout  # fmt: skip
+            took = re.search(rf"^{entries} replayed in ([0-9.]+)s$", out, re.MULTILINE)
+            assert took, out[-500:]
+            replays.append(entries / float(took.group(1)))
             assert len(store) == 0
             assert server.client(0).llen("default") == entries
+            for n in range(entries):
+                doomed = DeadLetter(id=f"d-{n}", reason="non_retryable", task_id=f"d-{n}",
+                                    task_name=f"bench.t{n % 2}", queue="default",
+                                    failed_at=now - entries + n)  # fmt: skip
+                store.add(doomed, now=now)
+            ids = matching_ids(store, DeadLetterFilter(task="bench.t1"))
+            began = time.perf_counter()
+            result = run_bulk(store, None, "delete", ids)
+            deletes.append(len(ids) / (time.perf_counter() - began))
+            assert result.done == len(ids) == entries // 2 and len(store) == entries - len(ids)
         finally:
             server.stop()
     return {"entries_per_run": entries, "runs": runs,
-            "replays_per_s": round(statistics.median(rates), 1),
-            "all_runs": [round(r, 1) for r in rates]}  # fmt: skip
+            "replays_per_s": round(statistics.median(replays), 1),
+            "deletes_per_s": round(statistics.median(deletes), 1),
+            "all_runs": [round(r, 1) for r in replays]}  # fmt: skip
 
 
 def bench_exporter(tmp: Path, queued: int, scrapes: int) -> dict[str, Any]:
@@ -322,7 +341,7 @@ def main() -> int:
         b = bench_isolation(tmp, backlog=10_000 if quick else 100_000,
                             probes=50 if quick else 200, runs=1 if quick else 3)  # fmt: skip
         print("running (c) DLQ replay ...", flush=True)
-        c = bench_replay(tmp, entries=200 if quick else 2000, runs=1 if quick else 3)
+        c = bench_replay(tmp, entries=2000 if quick else 10_000, runs=1 if quick else 3)
         print("running (d) exporter scrape ...", flush=True)
         d = bench_exporter(tmp, queued=10_000 if quick else 100_000, scrapes=20 if quick else 50)
         print("running (f) idle wake-up per queue and priority step, stock vs worker_app ...",

@@ -94,8 +94,8 @@ PROJECT = "celery-stack-e2e"
 # session to reuse (make compat after make test in .ci/run: one stack up for both).
 KEPT_DIR = ROOT / "build" / "e2e-stack"
 STACK_KEYS = ("WORKER_APP_POOLS_FILE", "STACK_PROJECT", "STACK_ENV_FILE", "STACK_REDIS_PORT",
-              "STACK_FLOWER_PORT", "STACK_PROMETHEUS_PORT", "STACK_ALERTMANAGER_PORT",
-              "STACK_GRAFANA_PORT")  # fmt: skip
+              "STACK_FLOWER_PORT", "STACK_CONSOLE_PORT", "STACK_PROMETHEUS_PORT",
+              "STACK_ALERTMANAGER_PORT", "STACK_GRAFANA_PORT")  # fmt: skip
 
 
 def _project_containers(*flags: str) -> list[str]:
@@ -140,6 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "STACK_ENV_FILE": str(workdir / "e2e.env"),
             "STACK_REDIS_PORT": str(free_port()),
             "STACK_FLOWER_PORT": str(free_port()),
+            "STACK_CONSOLE_PORT": str(free_port()),
             "STACK_PROMETHEUS_PORT": str(free_port()),
             "STACK_ALERTMANAGER_PORT": str(free_port()),
             "STACK_GRAFANA_PORT": str(free_port()),
@@ -148,6 +149,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                             timeout=1800, check=False)  # fmt: skip
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
         assert "The Celery stack is up" in up.stdout
+        # The console's URL and its users are printed with the other credentials.
+        console = f"Console     http://127.0.0.1:{env['STACK_CONSOLE_PORT']}   user admin, "
+        assert console in up.stdout and "user viewer (read-only), password " in up.stdout
     running = Stack(env)
     try:
         yield running

@@ -28,7 +28,8 @@ def test_secrets_file_is_private(stack: Stack) -> None:
     mode = Path(stack.env["STACK_ENV_FILE"]).stat().st_mode & 0o777
     assert mode == 0o600
     for key in ("REDIS_CELERY_PASSWORD", "REDIS_EXPORTER_PASSWORD", "FLOWER_PASSWORD",
-                "GRAFANA_ADMIN_PASSWORD"):  # fmt: skip
+                "GRAFANA_ADMIN_PASSWORD", "CONSOLE_ADMIN_PASSWORD", "CONSOLE_VIEWER_PASSWORD",
+                "CONSOLE_PROMETHEUS_PASSWORD", "CONSOLE_SECRET_KEY"):  # fmt: skip
         assert len(stack.values[key]) >= 24
 
 
@@ -115,8 +116,8 @@ def test_every_prometheus_target_is_up(stack: Stack) -> None:
 
     wait_until(lambda: all(t["health"] == "up" for t in targets()), timeout=90, what="targets")
     scrape_pools = {t["scrapePool"] for t in targets()}
-    assert scrape_pools == {"celery-workers", "celery-exporter", "redis", "flower", "prometheus",
-                            "alertmanager"}  # fmt: skip
+    assert scrape_pools == {"celery-workers", "celery-exporter", "redis", "flower", "console",
+                            "prometheus", "alertmanager"}  # fmt: skip
     # One job label for every Celery series (docs/metrics.md, "Coming from celery-exporter").
     celery = [t for t in targets() if t["scrapePool"] in ("celery-workers", "celery-exporter")]
     assert {t["labels"]["job"] for t in celery} == {"celery"}

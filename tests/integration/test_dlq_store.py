@@ -68,6 +68,24 @@ def test_remove_with_expected_keeps_an_entry_that_changed(redis_server: RedisSer
         store.remove("nope")
 
 
+def test_remove_many_removes_the_unchanged_and_says_what_became_of_each(
+    redis_server: RedisServer,
+) -> None:
+    store = _store(redis_server)
+    entries = [_entry(n, 1000.0 + n, task="t.b" if n % 2 else "t.a") for n in range(6)]
+    for entry in entries:
+        store.add(entry, now=1010.0)
+    store.add(_entry(1, 2000.0), now=2000.0)  # id-1 died again meanwhile
+    store.remove("id-2")  # id-2 went meanwhile
+    assert store.remove_many(entries) == [1, -1, 0, 1, 1, 1]
+    assert [e.id for e in store.iter_entries()] == ["id-1"]
+    assert store.stats().by_queue_and_task == {("default", "t.a"): 1}
+    assert store.client.hkeys(store.keys[3]) == [b"id-1"]  # summaries follow
+    # Without the check, the changed one goes too.
+    assert store.remove_many([entries[1]], unchanged=False) == [1]
+    assert len(store) == 0 and store.remove_many([]) == []
+
+
 def test_filters(redis_server: RedisServer) -> None:
     store = _store(redis_server)
     store.add(_entry(1, 1.0, queue="high", task="t.a"), now=2.0)

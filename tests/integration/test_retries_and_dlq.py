@@ -91,6 +91,14 @@ def test_exhaustion_writes_one_entry_then_replay_runs_it_again(
     assert entry.first_published_at <= entry.failed_at
     assert entry.hostname and "default" in entry.hostname
     assert entry.replay_count == 0
+    # The message's headers as the worker had them: Celery's and worker_app's, not the
+    # request's own state.
+    assert entry.headers["task"] == "examples.always_fails"
+    assert entry.headers["id"] == result.id
+    assert entry.headers["worker_app_queue"] == "default"
+    assert entry.headers["worker_app_first_published_at"] == entry.first_published_at
+    assert entry.headers["argsrepr"] == repr((token,))  # Celery's repr of the args tuple
+    assert not {"args", "kwargs", "delivery_info", "hostname"} & set(entry.headers)
 
     # The operator fixes the upstream and replays: the task runs again with a
     # fresh retry budget, succeeds, and the entry is gone.
@@ -141,6 +149,7 @@ def test_hard_time_limit_is_dead_lettered_by_the_parent(
     entry = wait_until(lambda: _maybe_get(store, result.id), timeout=20, what="the DLQ entry")
     assert entry.reason == "time_limit"
     assert entry.exception_type == "billiard.exceptions.TimeLimitExceeded"
+    assert entry.headers["timelimit"] == [2, 1]  # written by the parent, from its request
     assert entry.args == [token, 30]
     assert entry.queue == "default"
     assert records(state, f"ignored_soft_limit:{token}") == ["1"]

@@ -278,8 +278,24 @@ def test_a_publish_waits_for_replicas_or_fails_clearly(cluster: SentinelCluster)
         assert "WORKER_APP_PUBLISH_MIN_REPLICAS" in str(raised.value)
         cluster.wait_replicas_in_sync(2)
         app.send_task("examples.record", args=["replicated-again"], queue="default")
+        # A batch of publishes (kombu's Producer.batch(): one round trip) waits too, once.
+        for node in replicas:
+            node.pause()
+        try:
+            with (
+                pytest.raises(PublishNotReplicatedError),
+                app.producer_or_acquire() as batch_producer,
+                batch_producer.batch(),
+            ):
+                for n in range(3):
+                    app.send_task("examples.record", args=[f"batched-{n}"], queue="default",
+                                  producer=batch_producer)  # fmt: skip
+        finally:
+            for node in replicas:
+                node.resume()
+        cluster.wait_replicas_in_sync(2)
     # Every publish reached the primary (the refused ones too: WAIT does not undo a write).
-    assert cluster.node_client(primary).llen("default") == 6
+    assert cluster.node_client(primary).llen("default") == 12
 
 
 def test_a_graceful_failover_is_a_reconnect_not_a_crash(

@@ -30,7 +30,11 @@ from tests.rehearsal.conftest import BIN, ROOT, Rehearsal
 
 UNDEFINED = "\x00undefined"
 EXTRA_NAMES = ("group_names", "inventory_hostname", "private_address", "stack_exporter_host",
-               "stack_required_secrets")  # fmt: skip
+               "stack_required_secrets",
+               # The console's Prometheus user: its hash is in the console's users file, its
+               # password in Prometheus' password_file (tests/rehearsal/test_hardening.py).
+               "stack_console_prometheus_user", "vault_console_prometheus_password",
+               "vault_console_prometheus_password_hash")  # fmt: skip
 
 
 def role_defaults() -> dict[str, dict[str, Any]]:

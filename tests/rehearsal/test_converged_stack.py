@@ -87,6 +87,8 @@ def test_prometheus_has_every_target_up_and_our_rules(rehearsal: Rehearsal) -> N
         rehearsal.group("redis") if sentinel else []
     )
     assert sorted(by_job["flower"]) == rehearsal.group("flower")
+    # The console's request metrics, scraped as its read-only Prometheus user (basic_auth).
+    assert sorted(by_job["console"]) == rehearsal.group("flower")
     assert len(by_job["celery-exporter"]) == 1
     celery = [t for t in up if t["scrapePool"] in ("celery-workers", "celery-exporter")]
     assert {(t["labels"]["job"], t["labels"]["component"]) for t in celery} == {

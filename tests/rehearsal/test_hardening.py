@@ -90,6 +90,7 @@ SERVICES = (
     ),
     Service("celery_beat", user="celery_app_user", listens=False),
     Service("flower", user="celery_app_user"),
+    Service("console", user="celery_app_user"),
     Service("broker_exporter", user="celery_app_user"),
     Service("prometheus"),
     Service("alertmanager"),  # issue 10: inert until a play applies the role
@@ -591,6 +592,22 @@ SECRET_FILES = (
     SecretFile(
         "flower", "flower_auth_env_file", "celery_app_group", ("flower_basic_auth_password",)
     ),
+    # The console's users file (password hashes: the vault's own users', a list, and Prometheus'
+    # user's, a string) and the key that signs its sessions.
+    SecretFile(
+        "console",
+        "console_users_file",
+        "celery_app_group",
+        ("vault_console_prometheus_password_hash",),
+    ),
+    SecretFile("console", "console_key_file", "celery_app_group", ("console_secret_key",)),
+    # Prometheus' password to the console's /metrics (its scrape job's basic_auth).
+    SecretFile(
+        "prometheus",
+        lambda host: f"{host.of('prometheus', 'prometheus_config_dir')}/secrets/console.password",
+        "prometheus_user",
+        ("vault_console_prometheus_password",),
+    ),
     SecretFile(
         "grafana",
         lambda host: f"{host['grafana_config_dir']}/grafana.ini",
@@ -642,21 +659,26 @@ def secret_files(config: HostConfig) -> Iterator[tuple[SecretFile, HostConfig]]:
 
 def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]) -> Iterator[str]:
     """Every secret (or hash of one) is in its files and nowhere else; never in a command line."""
-    allowed: dict[str, set[str]] = {}  # secret form -> the files that hold it
+    allowed: dict[str, set[str]] = {}  # secret form -> the files that may hold it
+    held: set[tuple[str, tuple[str, ...]]] = set()  # (file, the forms of one of its secrets)
     for spec, view in secret_files(config):
         for variable in spec.holds:
             value = str(view.of(spec.role, variable) or "")
-            for form in secret_forms(value, spec.hashed) if value else ():
+            secret = tuple(secret_forms(value, spec.hashed)) if value else ()
+            for form in secret:
                 allowed.setdefault(form, set()).add(spec.value(view, spec.path))
+            if secret:
+                held.add((spec.value(view, spec.path), secret))
     patterns = sorted({form for s in secrets for form in secret_forms(s, False)} | set(allowed))
     found = host.grep_files(patterns, SEARCHED)
     for path, forms in sorted(found.items()):
         for form in sorted(forms):
             if path not in allowed.get(form, set()):
                 yield f"{host.name}: {path} holds a secret (...{form[-4:]})"
-    for form, paths in sorted(allowed.items()):
-        for path in sorted(p for p in paths if form not in found.get(p, set())):
-            yield f"{host.name}: {path} does not hold its secret (...{form[-4:]})"
+    # A secret is held in one of its forms (as it is, or URL-quoted where it has to be).
+    for path, one_secret in sorted(held):
+        if not set(one_secret) & found.get(path, set()):
+            yield f"{host.name}: {path} does not hold its secret (...{one_secret[0][-4:]})"
     for proc in host.processes.values():
         if any(form in proc.cmdline for form in patterns):
             yield f"{host.name}: process {proc.pid} ({proc.name}) has a secret in its arguments"
@@ -705,9 +727,21 @@ def role_default_problems() -> Iterator[str]:
 def vault_problems(rehearsal: Rehearsal, required: list[str]) -> Iterator[str]:
     """Every secret the play requires is in the vault; each is long, not well known, unique."""
     secrets = vault_secrets(rehearsal)
+    hostvars = rehearsal.hostvars(next(iter(rehearsal.data["_meta"]["hostvars"])))
     for name in required:
+        if name == "vault_console_users":  # a list of users with password hashes
+            continue
         if name not in secrets:
             yield f"the vault has no {name}"
+    users = hostvars.get("vault_console_users")
+    if not users or not isinstance(users, list):
+        yield "the vault has no vault_console_users (the console's users)"
+    else:
+        for user in users:
+            if set(user) != {"name", "password_hash", "role"} or not re.match(
+                r"^(scrypt|pbkdf2):", str(user["password_hash"])
+            ):
+                yield f"vault_console_users: {user.get('name')!r} is not name/password_hash/role"
     for name, value in secrets.items():
         if len(value) < 16 or value.lower() in WELL_KNOWN:
             yield f"the vault's {name} is short or well known"
@@ -742,6 +776,26 @@ def flower_default_problems(rehearsal: Rehearsal, config: HostConfig) -> Iterato
         yield f"{config.name}: Flower refuses the vault's password"
 
 
+def console_default_problems(rehearsal: Rehearsal, config: HostConfig) -> Iterator[str]:
+    """The console refuses well-known passwords; its admin and Prometheus' user log in with the
+    vault's (Basic auth on /metrics, as Prometheus scrapes it)."""
+    url = f"http://{config['console_address']}:{config['console_port']}/metrics"
+    for password in WELL_KNOWN:
+        status = rehearsal.http(url, ("admin", password))[0]
+        if status != 401:
+            yield f"{config.name}: the console answers {status} (not 401) to admin:{password!r}"
+    status = rehearsal.http(url)[0]
+    if status != 401:
+        yield f"{config.name}: the console answers {status} (not 401) without credentials"
+    for user, secret in (
+        ("admin", "vault_console_admin_password"),
+        (config["stack_console_prometheus_user"], "vault_console_prometheus_password"),
+    ):
+        status = rehearsal.http(url, (user, rehearsal.secret(secret)))[0]
+        if status != 200:
+            yield f"{config.name}: the console answers {status} to {user} with the vault's {secret}"
+
+
 def grafana_default_problems(rehearsal: Rehearsal, host: Host, config: HostConfig) -> Iterator[str]:
     """grafana.ini sets the vault's admin password and secret key (configuration only)."""
     security = grafana_ini(host, config)["security"]
@@ -762,9 +816,11 @@ def test_no_default_passwords_anywhere(
         problems.extend(redis_default_user_problems(rehearsal, config))
     for config in with_role(configured, "flower"):
         problems.extend(flower_default_problems(rehearsal, config))
+    for config in with_role(configured, "console"):
+        problems.extend(console_default_problems(rehearsal, config))
     for config in with_role(configured, "grafana"):
         problems.extend(grafana_default_problems(rehearsal, hosts[config.name], config))
-    assert all(with_role(configured, role) for role in ("redis", "flower", "grafana"))
+    assert all(with_role(configured, role) for role in ("redis", "flower", "console", "grafana"))
     assert not problems, report(problems)
 
 

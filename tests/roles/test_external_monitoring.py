@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA_SECRETS = ("vault_grafana_admin_password", "vault_grafana_secret_key")
 # The stack's own services: with external monitoring the team's Prometheus and Alertmanager
 # scrape themselves.
-EXPORTED_JOBS = {"celery-workers", "celery-exporter", "flower", "redis", "node"}
+EXPORTED_JOBS = {"celery-workers", "celery-exporter", "flower", "console", "redis", "node"}
 
 
 def external_inventory(tmp_path: Path, value: str = "external") -> Path:
@@ -143,7 +143,12 @@ def test_external_monitoring_installs_none_and_writes_what_they_read(tmp_path: P
     # file_sd: one file per job of the stack, the targets the bundled Prometheus would scrape,
     # each group labelled with its job (job="celery" for the workers and the broker exporter).
     file_sd = out / "prometheus" / "file_sd"
-    files = {p.name: json.loads(p.read_text()) for p in file_sd.iterdir()}
+    files = {p.name: json.loads(p.read_text()) for p in file_sd.glob("*.json")}
+    # Beside them, the console job's basic-auth password, for the snippet's password_file.
+    password = file_sd / "celery-stack_console.password"
+    assert sorted(p.name for p in file_sd.iterdir() if p.suffix != ".json") == [password.name]
+    assert password.read_text() == SECRETS["vault_console_prometheus_password"]
+    assert password.stat().st_mode & 0o777 == 0o640
     assert sorted(files) == sorted(f"celery-stack_{job}.json" for job in EXPORTED_JOBS)
     bundled = expected_target_groups(staging_copy(tmp_path / "bundled", SECRETS))
     for job in EXPORTED_JOBS:
@@ -172,6 +177,8 @@ def test_external_monitoring_installs_none_and_writes_what_they_read(tmp_path: P
         f"celery-stack_{job}": [{"files": [str(file_sd / f"celery-stack_{job}.json")]}]
         for job in EXPORTED_JOBS
     }
+    (console,) = [j for j in snippet["scrape_configs"] if j["job_name"] == "celery-stack_console"]
+    assert console["basic_auth"] == {"username": "prometheus", "password_file": str(password)}
     check = subprocess.run(
         ["promtool", "check", "config", str(snippet_path)],
         capture_output=True,

@@ -27,6 +27,13 @@ SECRETS = {
     "vault_grafana_admin_password": "test-grafana-password-0001",
     "vault_grafana_secret_key": "test-grafana-secret-key-0123456789abcdef",
     "vault_alertmanager_smtp_password": "test-smtp-password-0001",
+    # The preflight reads the hashes' form (worker-app web hash-password's), never a password.
+    "vault_console_users": [
+        {"name": "admin", "password_hash": "scrypt:32768:8:1$test$" + "0" * 128, "role": "admin"}
+    ],
+    "vault_console_secret_key": "test-console-secret-key-0123456789abcdef",
+    "vault_console_prometheus_password": "test-console-prometheus-0001",
+    "vault_console_prometheus_password_hash": "scrypt:32768:8:1$test$" + "1" * 128,
 }
 
 

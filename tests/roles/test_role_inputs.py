@@ -51,6 +51,12 @@ GOOD_APP = {
     "celery_app_wheelhouse_src": "@wheelhouse",  # replaced by a real directory per test
 }
 
+HASH = "scrypt:32768:8:1$salt$" + "0" * 128  # the preflight reads its form, never checks it
+GOOD_CONSOLE = {
+    "console_users": [{"name": "admin", "password_hash": HASH, "role": "admin"}],
+    "console_secret_key": "k" * 40,
+}
+
 GOOD_AM = {
     "alertmanager_receivers": [
         {"name": "critical", "webhook_urls": ["http://10.0.0.9:9095/critical"]},
@@ -105,6 +111,22 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
                 "flower_address": "0.0.0.0"}, "flower_address"),  # noqa: S104 - refused
     ("flower", {"flower_basic_auth_password": "long-enough-secret", "flower_port": "http"},
      "flower_port"),
+    ("console", {"console_secret_key": "k" * 40}, "console_users must list"),
+    ("console", {**GOOD_CONSOLE, "console_users": [
+        {"name": "admin", "password_hash": "plain-text-password", "role": "admin"}]},
+     "plain passwords are refused"),
+    ("console", {**GOOD_CONSOLE, "console_users": [
+        {"name": "a:b", "password_hash": HASH, "role": "admin"}]}, "without ':'"),
+    ("console", {**GOOD_CONSOLE, "console_users": [
+        {"name": "admin", "password_hash": HASH, "role": "root"}]}, "role"),
+    ("console", {**GOOD_CONSOLE, "console_users": [
+        {"name": "admin", "password_hash": HASH, "role": "admin"},
+        {"name": "admin", "password_hash": HASH, "role": "read-only"}]}, "a unique name"),
+    ("console", {**GOOD_CONSOLE, "console_secret_key": "short"}, "console_secret_key"),
+    ("console", {**GOOD_CONSOLE, "console_address": "0.0.0.0"},  # noqa: S104 - refused
+     "console_address"),
+    ("console", {**GOOD_CONSOLE, "console_flower_url": "flower:5555"}, "console_flower_url"),
+    ("console", {**GOOD_CONSOLE, "console_threads": 0}, "console_threads"),
     ("node_exporter", {"node_exporter_address": "0.0.0.0"},  # noqa: S104 - refused
      "node_exporter_address"),
     ("node_exporter", {"node_exporter_port": 91000}, "node_exporter_port"),

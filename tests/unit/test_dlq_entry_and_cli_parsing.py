@@ -114,3 +114,16 @@ def test_rate_parse() -> None:
     for bad in ("0/s", "ten/s", "10/d", "10"):
         with pytest.raises(ValueError, match="rate"):
             Rate.parse(bad)
+
+
+def test_recorded_headers_keep_celerys_and_worker_apps_json_safe_and_cut() -> None:
+    from worker_app.dlq.capture import HEADER_VALUE_LIMIT, recorded_headers  # noqa: PLC0415
+
+    source = {"task": "t.a", "id": "x", "worker_app_queue": "low", "args": [1], "hostname": "h",
+              "custom": 1, "argsrepr": "a" * 5000, "stamps": {object(): 1}}  # fmt: skip
+    kept = recorded_headers(source)
+    assert set(kept) == {"task", "id", "worker_app_queue", "argsrepr", "stamps"}
+    assert kept["argsrepr"].endswith(" [cut]")
+    assert len(kept["argsrepr"]) == HEADER_VALUE_LIMIT + len(" [cut]")
+    assert isinstance(kept["stamps"], str)  # not JSON: its repr
+    assert recorded_headers(source, all_keys=True)["custom"] == 1

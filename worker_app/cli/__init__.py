@@ -16,6 +16,7 @@ from worker_app.cli.dlq import dlq
 from worker_app.cli.exporter import exporter
 from worker_app.cli.inspect import inspect, ping, pools, probe
 from worker_app.cli.node import node
+from worker_app.cli.web import web
 from worker_app.cli.worker import worker
 from worker_app.configuration import settings_of
 from worker_app.settings import Settings, SettingsError
@@ -88,5 +89,6 @@ main.add_command(exporter)
 main.add_command(demo)
 main.add_command(probe)
 main.add_command(node)
+main.add_command(web)
 
 __all__ = ["main"]

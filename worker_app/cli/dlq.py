@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import asdict
@@ -13,22 +12,20 @@ import click
 
 from worker_app.broker_transport import PublishNotReplicatedError
 from worker_app.cli.app_option import app_option, cli_app, cli_settings
+from worker_app.dlq import query
 from worker_app.dlq.entry import DeadLetter
-from worker_app.dlq.replay import NotReplayableError, oversized, replay
+from worker_app.dlq.replay import BATCH, NotReplayableError, oversized, replay_batch
 from worker_app.dlq.store import DeadLetterStore, UnknownEntryError
 from worker_app.dlq.writer import store_for
 from worker_app.message_size import SETTING, MessageTooLargeError
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 def parse_duration(text: str) -> float:
-    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h, 7d or 2w")
-    return float(match.group(1)) * _SECONDS[match.group(2)]
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds (worker_app.dlq.query's rule)."""
+    try:
+        return query.parse_duration(text)
+    except query.FilterError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _store() -> DeadLetterStore:
@@ -154,19 +151,30 @@ def replay_cmd(
         )
     started = time.monotonic()
     replayed = kept = 0
-    for entry in entries:
+    for first in range(0, len(entries), BATCH):
+        batch = entries[first : first + BATCH]
         try:
-            removed = replay(store, app, entry)
+            statuses = replay_batch(store, app, batch)
         except (NotReplayableError, MessageTooLargeError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(
+                f"{exc} ({replayed} replayed before; the rest is in the DLQ)"
+            ) from None
         except PublishNotReplicatedError as exc:
             raise click.ClickException(
-                f"{exc}; entry {entry.id} stays in the DLQ (its task was published to the "
-                f"master and will normally run: check before replaying it again)"
+                f"{exc}; the {len(batch)} entries from {batch[0].id} stay in the DLQ (their "
+                f"tasks were published to the master and will normally run: check before "
+                f"replaying them again); {replayed} replayed before"
             ) from None
-        replayed += 1
-        kept += not removed
-        click.echo(f"replayed {entry.id} -> {entry.queue} ({entry.task_name})")
+        except Exception as exc:  # the broker went away: say how far it got
+            raise click.ClickException(
+                f"{type(exc).__name__}: {exc}; {replayed} replayed, the other "
+                f"{len(entries) - replayed} stay in the DLQ (some tasks of the batch from "
+                f"{batch[0].id} may have been published: they would run twice if replayed again)"
+            ) from None
+        for entry, status in zip(batch, statuses, strict=True):
+            replayed += 1
+            kept += status != 1
+            click.echo(f"replayed {entry.id} -> {entry.queue} ({entry.task_name})")
     elapsed = time.monotonic() - started
     click.echo(
         f"{replayed} replayed in {elapsed:.2f}s"

@@ -73,9 +73,9 @@ def exporter(
     from worker_app.configuration import catalogue_of, settings_of  # noqa: PLC0415
 
     app = cli_app()
+    from worker_app.broker_state import QueueLayout  # noqa: PLC0415
     from worker_app.dlq.writer import store_for  # noqa: PLC0415
     from worker_app.metrics.exporter import (  # noqa: PLC0415
-        QueueLayout,
         WorkerWatch,
         build_registry,
         queues_with_extra,

@@ -18,6 +18,37 @@ from worker_app.headers import FIRST_PUBLISHED_AT, PUBLISHED_AT, REPLAY_COUNT
 RAW_BODY_LIMIT = 64 * 1024
 
 
+#: Protocol 2 headers Celery puts on a task message; a request's other attributes are the
+#: worker's own state, not headers.
+CELERY_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+    "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result",
+    "replaced_task_nesting", "stamped_headers", "stamps",
+})  # fmt: skip
+#: A header value longer than this (as JSON) is stored cut, with a mark.
+HEADER_VALUE_LIMIT = 2000
+
+
+def recorded_headers(source: Mapping[str, Any], *, all_keys: bool = False) -> dict[str, Any]:
+    """The headers of ``source`` an entry keeps: Celery's and worker_app's (``all_keys``: every
+    one, for a raw message), each JSON-safe and at most ``HEADER_VALUE_LIMIT`` long."""
+    kept: dict[str, Any] = {}
+    for key, raw in source.items():
+        if not isinstance(key, str):
+            continue
+        if not (all_keys or key in CELERY_HEADERS or key.startswith("worker_app_")):
+            continue
+        value = raw
+        try:
+            text = json.dumps(raw)
+        except (TypeError, ValueError):
+            value = text = repr(raw)
+        if len(text) > HEADER_VALUE_LIMIT:
+            value = text[:HEADER_VALUE_LIMIT] + " [cut]"
+        kept[key] = value
+    return kept
+
+
 def _float_or_none(value: Any) -> float | None:
     try:
         return float(value) if value is not None else None
@@ -78,6 +109,7 @@ def from_request(
         hostname=hostname or socket.gethostname(),
         replay_count=_int_or_zero(headers.get(REPLAY_COUNT)),
         priority=delivery.get("priority"),
+        headers=recorded_headers(headers),
     )
 
 
@@ -138,4 +170,5 @@ def from_message(
         raw_body=raw_body,
         content_type=getattr(message, "content_type", None),
         priority=delivery.get("priority"),
+        headers=recorded_headers(headers, all_keys=True),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 #: Why a message was dead-lettered.
@@ -48,6 +48,8 @@ class DeadLetter:
     raw_body: str | None = None
     content_type: str | None = None
     priority: int | None = None
+    # The message's headers as the worker received them (``capture.recorded_headers``).
+    headers: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -59,8 +61,10 @@ class DeadLetter:
         return self.reason in REPLAYABLE_REASONS and bool(self.task_name) and self.raw_body is None
 
     def to_json(self) -> str:
-        """Compact JSON, keys sorted (stable bytes for compare-and-delete)."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=repr)
+        """Compact JSON, keys sorted (stable bytes for compare-and-delete). The fields as they
+        are (``asdict``'s deep copy gives the same JSON, several times slower)."""
+        data = {field.name: getattr(self, field.name) for field in fields(self)}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DeadLetter:

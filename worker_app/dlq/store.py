@@ -5,7 +5,10 @@ Keys (under ``<prefix>:dlq:``):
 - ``entries`` hash: entry id -> entry JSON;
 - ``index`` sorted set: entry id scored by ``failed_at`` (oldest first);
 - ``counts`` hash: ``<queue>\\x1f<task>`` -> number of entries (for stats and
-  the exporter without reading every entry).
+  the exporter without reading every entry);
+- ``summary`` hash: entry id -> ``<queue>\\x1f<task>\\x1f<reason>\\x1f<exception class>``,
+  what a filtered listing reads instead of every entry (``worker_app.dlq.query``). Entries
+  written before it existed have none until ``backfill_summaries`` adds them.
 
 Every change runs as one Lua script, so the three keys never disagree and the
 caps (count and age) are enforced atomically on each write.
@@ -13,6 +16,7 @@ caps (count and age) are enforced atomically on each write.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ local function drop(id)
     redis.call('HDEL', KEYS[1], id)
   end
   redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[4], id)
 end
 local function trim(min_score, max_count)
   local removed = 0
@@ -57,7 +62,7 @@ local function trim(min_score, max_count)
 end
 """
 
-# ARGV: id, json, failed_at, min_score, max_count -> {created (0/1), trimmed}
+# ARGV: id, json, failed_at, min_score, max_count, summary -> {created (0/1), trimmed}
 _LUA_ADD = (
     _LUA_DROP
     + """
@@ -66,6 +71,7 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then created = 0; drop(ARGV[1]) 
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('HINCRBY', KEYS[3], field_of(ARGV[2]), 1)
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
 local trimmed = trim(tonumber(ARGV[4]), tonumber(ARGV[5]))
 return {created, trimmed}
 """
@@ -83,8 +89,45 @@ return 1
 """
 )
 
+# ARGV: id1, sha1 of its expected json ('' = any), id2, ... -> per id: 1 removed, 0 missing,
+# -1 changed meanwhile (what _LUA_REMOVE answers for one, for a whole batch in one call)
+_LUA_REMOVE_MANY = (
+    _LUA_DROP
+    + """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  if not raw then
+    out[#out + 1] = 0
+  elseif ARGV[i + 1] ~= '' and redis.sha1hex(raw) ~= ARGV[i + 1] then
+    out[#out + 1] = -1
+  else
+    drop(ARGV[i]); out[#out + 1] = 1
+  end
+end
+return out
+"""
+)
+
 # ARGV: min_score, max_count -> number removed
 _LUA_TRIM = _LUA_DROP + "\nreturn trim(tonumber(ARGV[1]), tonumber(ARGV[2]))\n"
+
+# ARGV: id1, summary1, id2, summary2, ... -> number written (only for entries that still exist)
+_LUA_BACKFILL = """
+local written = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]); written = written + 1
+  end
+end
+return written
+"""
+
+
+def summary_of(entry: DeadLetter) -> str:
+    """The ``summary`` field of ``entry``: what a filtered listing matches on."""
+    parts = (entry.queue, entry.task_name, entry.reason, entry.exception_type)
+    return FIELD_SEP.join((part or "").replace(FIELD_SEP, " ") for part in parts)
 
 
 class UnknownEntryError(KeyError):
@@ -128,10 +171,12 @@ class DeadLetterStore:
         self.max_entries = max_entries
         self.max_age = max_age
         base = f"{prefix}:dlq"
-        self.keys = [f"{base}:entries", f"{base}:index", f"{base}:counts"]
+        self.keys = [f"{base}:entries", f"{base}:index", f"{base}:counts", f"{base}:summary"]
         self._add = client.register_script(_LUA_ADD)
         self._remove = client.register_script(_LUA_REMOVE)
         self._trim = client.register_script(_LUA_TRIM)
+        self._backfill = client.register_script(_LUA_BACKFILL)
+        self._remove_many = client.register_script(_LUA_REMOVE_MANY)
 
     # -- writing -------------------------------------------------------------
     def add(self, entry: DeadLetter, now: float | None = None) -> bool:
@@ -142,7 +187,7 @@ class DeadLetterStore:
         created, _trimmed = self._add(
             keys=self.keys,
             args=[entry.id, entry.to_json(), repr(entry.failed_at), repr(now - self.max_age),
-                  self.max_entries],
+                  self.max_entries, summary_of(entry)],
         )  # fmt: skip
         return bool(created)
 
@@ -155,6 +200,18 @@ class DeadLetterStore:
         if result == 0 and expected is None:
             raise UnknownEntryError(entry_id)
         return result == 1
+
+    def remove_many(self, entries: list[DeadLetter], unchanged: bool = True) -> list[int]:
+        """Delete ``entries`` in one atomic call; with ``unchanged``, each only if it is still
+        exactly that entry. Per entry, in order: 1 removed, 0 gone already, -1 changed
+        meanwhile (kept)."""
+        if not entries:
+            return []
+        args: list[str] = []
+        for entry in entries:
+            digest = hashlib.sha1(entry.to_json().encode(), usedforsecurity=False).hexdigest()
+            args += [entry.id, digest if unchanged else ""]
+        return [int(status) for status in self._remove_many(keys=self.keys, args=args)]
 
     def trim(self, now: float | None = None) -> int:
         """Apply the count and age caps now; returns how many entries were removed."""
@@ -198,6 +255,66 @@ class DeadLetterStore:
                 if task is not None and entry.task_name != task:
                     continue
                 yield entry
+
+    def ids(
+        self, newest_first: bool = True, failed_after: float | None = None,
+        failed_before: float | None = None,
+    ) -> list[str]:  # fmt: skip
+        """The ids of the entries that failed in the time range, in failure order."""
+        low = "-inf" if failed_after is None else repr(failed_after)
+        high = "+inf" if failed_before is None else repr(failed_before)
+        rows: list[bytes]
+        if newest_first:
+            rows = self.client.zrevrangebyscore(self.keys[1], high, low)  # type: ignore[assignment]
+        else:
+            rows = self.client.zrangebyscore(self.keys[1], low, high)  # type: ignore[assignment]
+        return [raw.decode() for raw in rows]
+
+    def raw_summaries(self, ids: list[str]) -> list[bytes | None]:
+        """The ``summary`` fields of ``ids``, in that order (None: the entry is gone); an entry
+        written before summaries existed gets one now."""
+        found: list[bytes | None] = []
+        for start in range(0, len(ids), 5000):
+            found += self.client.hmget(self.keys[3], ids[start : start + 5000])  # type: ignore[arg-type]
+        missing = [entry_id for entry_id, raw in zip(ids, found, strict=True) if raw is None]
+        if missing:
+            written = self.backfill_summaries(missing)
+            found = [
+                raw if raw is not None else written.get(entry_id)
+                for entry_id, raw in zip(ids, found, strict=True)
+            ]
+        return found
+
+    def backfill_summaries(self, ids: list[str]) -> dict[str, bytes]:
+        """Write the summaries of ``ids`` from their entries (those that still exist)."""
+        written: dict[str, bytes] = {}
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            pairs: list[str] = []
+            for entry_id, raw in zip(batch, self.client.hmget(self.keys[0], batch), strict=True):
+                if raw is None:
+                    continue
+                try:
+                    summary = summary_of(DeadLetter.from_json(raw))
+                except EntryFormatError:
+                    continue
+                pairs += [entry_id, summary]
+                written[entry_id] = summary.encode()
+            if pairs:
+                self._backfill(keys=self.keys, args=pairs)
+        return written
+
+    def get_many(self, ids: list[str]) -> list[DeadLetter]:
+        """The entries of ``ids`` that exist and parse, in that order."""
+        entries = []
+        for raw in self.client.hmget(self.keys[0], ids) if ids else []:
+            if raw is None:
+                continue
+            try:
+                entries.append(DeadLetter.from_json(raw))
+            except EntryFormatError:
+                continue
+        return entries
 
     def __len__(self) -> int:
         return int(self.client.zcard(self.keys[1]))

@@ -1,10 +1,11 @@
 """The broker-side exporter: what is waiting in Redis, read at each scrape.
 
 One pipelined round trip per scrape reads every queue at every priority step
-(``LLEN`` is O(1)), the unacked hash size and the DLQ counts. The unacked
-messages themselves (to split them by queue and to count ETA/countdown tasks,
-which on Redis wait there, reserved by a worker) are scanned only while there
-are at most ``unacked_scan_limit`` of them, so a scrape's cost stays bounded.
+(``LLEN`` is O(1)) and the unacked hash size (``worker_app.broker_state``, which the
+console reads too), a second the DLQ counts. The unacked messages themselves (to split
+them by queue and to count ETA/countdown tasks, which on Redis wait there, reserved by a
+worker) are scanned only while there are at most ``unacked_scan_limit`` of them, so a
+scrape's cost stays bounded.
 Task-sent counts and the worker nodes' liveness come from Celery's event
 stream (``task-sent`` from producers with ``task_send_sent_event``, the
 workers' heartbeats), consumed by a background thread; the consumers of each
@@ -13,11 +14,10 @@ queue from Celery's remote control, asked by another thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,45 +27,13 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from worker_app.dlq.store import FIELD_SEP, DeadLetterStore
+from worker_app.broker_state import BrokerState, ConsumerHeartbeats, QueueLayout, read_broker
+from worker_app.dlq.store import DeadLetterStore
 from worker_app.metrics.beat_lock import beat_lock_collector
 from worker_app.pools import Catalogue
+from worker_app.worker_nodes import live_nodes
 
 logger = logging.getLogger("worker_app.exporter")
-
-
-@dataclass(frozen=True)
-class QueueLayout:
-    """How kombu's Redis transport names a queue's lists."""
-
-    queues: tuple[str, ...]
-    priority_steps: tuple[int, ...] = (0, 3, 6, 9)
-    sep: str = "\x06\x16"
-    global_keyprefix: str = ""
-    unacked_key: str = "unacked"
-    # Consumer heartbeats (worker_app.broker_transport): the registry, the restored counts,
-    # and the grace period after which a silent consumer is dead.
-    consumer_registry_key: str = "unacked_inflight"
-    consumer_restored_key: str = "unacked_restored"
-    consumer_dead_key: str = "unacked_dead_consumers"
-    consumer_grace: float = 30.0
-
-    def key(self, queue: str, step: int) -> str:
-        """The list holding ``queue``'s messages of priority ``step``."""
-        name = queue if step == self.priority_steps[0] else f"{queue}{self.sep}{step}"
-        return self.global_keyprefix + name
-
-    @classmethod
-    def from_transport_options(cls, queues: Iterable[str], options: dict[str, Any]) -> QueueLayout:
-        """The layout implied by Celery's ``broker_transport_options``."""
-        return cls(
-            queues=tuple(queues),
-            priority_steps=tuple(sorted(options.get("priority_steps", (0, 3, 6, 9)))),
-            sep=str(options.get("sep", "\x06\x16")),
-            global_keyprefix=str(options.get("global_keyprefix", "")),
-            unacked_key=str(options.get("unacked_key", "unacked")),
-            consumer_grace=float(options.get("inflight_grace", 30.0)),
-        )
 
 
 class BrokerCollector(Collector):
@@ -106,26 +74,9 @@ class BrokerCollector(Collector):
         yield duration
 
     def _collect(self) -> Iterator[Any]:
-        layout = self.layout
-        pipe = self.client.pipeline(transaction=False)
-        cells = [(q, s) for q in layout.queues for s in layout.priority_steps]
-        for queue, step in cells:
-            pipe.llen(layout.key(queue, step))
-        pipe.hlen(layout.global_keyprefix + layout.unacked_key)
-        pipe.zcard(self.dlq.keys[1])
-        pipe.hgetall(self.dlq.keys[2])
-        pipe.zrange(self.dlq.keys[1], 0, 0, withscores=True)
-        now = time.time()
-        registry = layout.global_keyprefix + layout.consumer_registry_key
-        pipe.zcount(registry, now - layout.consumer_grace, "+inf")
-        pipe.zrange(registry, 0, 0, withscores=True)
-        pipe.hgetall(layout.global_keyprefix + layout.consumer_restored_key)
-        pipe.get(layout.global_keyprefix + layout.consumer_dead_key)
-        results = pipe.execute()
-        lengths = results[: len(cells)]
-        unacked_total, dlq_total, dlq_counts, dlq_oldest = results[len(cells) : len(cells) + 4]
-        alive, oldest, restored, dead = results[len(cells) + 4 :]
-        yield from _consumer_metrics(now, int(alive), oldest, restored, int(dead or 0))
+        state = read_broker(self.client, self.layout, self.unacked_scan_limit)
+        stats = self.dlq.stats()
+        yield from _consumer_metrics(state.read_at, state.consumers)
 
         by_priority = GaugeMetricFamily(
             "worker_app_queue_length_by_priority",
@@ -137,12 +88,10 @@ class BrokerCollector(Collector):
             "Messages waiting in a queue, all priority steps summed.",
             labels=["queue_name"],
         )
-        sums: dict[str, int] = dict.fromkeys(layout.queues, 0)
-        for (queue, step), length in zip(cells, lengths, strict=True):
-            by_priority.add_metric([queue, str(step)], float(length))
-            sums[queue] += int(length)
-        for queue, length in sums.items():
-            total.add_metric([queue], float(length))
+        for queue in state.queues.values():
+            for step, length in queue.by_priority.items():
+                by_priority.add_metric([queue.name, str(step)], float(length))
+            total.add_metric([queue.name], float(queue.waiting))
         yield total
         yield by_priority
 
@@ -150,111 +99,88 @@ class BrokerCollector(Collector):
             "worker_app_broker_unacked_messages",
             "Messages delivered to workers and not yet acknowledged (running or awaiting an ETA).",
         )
-        unacked.add_metric([], float(unacked_total))
+        unacked.add_metric([], float(state.unacked_total))
         yield unacked
-        yield from self._unacked_detail(int(unacked_total))
+        yield from _unacked_detail(state)
 
         dlq = GaugeMetricFamily(
             "worker_app_dlq_length",
             "Dead-letter entries by original queue and task.",
             labels=["queue_name", "name"],
         )
-        for raw_field, raw_count in sorted(dlq_counts.items()):
-            queue, _, task = raw_field.decode().partition(FIELD_SEP)
-            if int(raw_count) > 0:
-                dlq.add_metric([queue or "unknown", task or "unknown"], float(raw_count))
+        for (queue_name, task), count in sorted(stats.by_queue_and_task.items()):
+            dlq.add_metric([queue_name or "unknown", task or "unknown"], float(count))
         yield dlq
         dlq_sum = GaugeMetricFamily("worker_app_dlq_entries", "Dead-letter entries in all.")
-        dlq_sum.add_metric([], float(dlq_total))
+        dlq_sum.add_metric([], float(stats.total))
         yield dlq_sum
         age = GaugeMetricFamily(
             "worker_app_dlq_oldest_entry_age_seconds",
             "Age of the oldest dead-letter entry (0 when empty).",
         )
-        age.add_metric([], max(0.0, time.time() - float(dlq_oldest[0][1])) if dlq_oldest else 0.0)
+        oldest = stats.oldest_failed_at
+        age.add_metric([], max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         yield age
 
-    def _unacked_detail(self, unacked_total: int) -> Iterator[Any]:
-        skipped = GaugeMetricFamily(
-            "worker_app_exporter_unacked_scan_skipped",
-            "1 when there were too many unacked messages to split them by queue.",
-        )
-        if unacked_total > self.unacked_scan_limit:
-            skipped.add_metric([], 1.0)
-            yield skipped
-            return
-        per_queue: dict[str, int] = dict.fromkeys(self.layout.queues, 0)
-        scheduled: dict[str, int] = dict.fromkeys(self.layout.queues, 0)
-        key = self.layout.global_keyprefix + self.layout.unacked_key
-        for _tag, raw in self.client.hscan_iter(key, count=1000):
-            queue, has_eta = _describe_unacked(raw)
-            per_queue[queue] = per_queue.get(queue, 0) + 1
-            if has_eta:
-                scheduled[queue] = scheduled.get(queue, 0) + 1
-        skipped.add_metric([], 0.0)
+
+def _unacked_detail(state: BrokerState) -> Iterator[Any]:
+    skipped = GaugeMetricFamily(
+        "worker_app_exporter_unacked_scan_skipped",
+        "1 when there were too many unacked messages to split them by queue.",
+    )
+    if state.unacked_by_queue is None or state.scheduled_by_queue is None:
+        skipped.add_metric([], 1.0)
         yield skipped
-        by_queue = GaugeMetricFamily(
-            "worker_app_queue_unacked",
-            "Unacknowledged messages by the queue they came from.",
-            labels=["queue_name"],
-        )
-        eta = GaugeMetricFamily(
-            "worker_app_queue_scheduled",
-            "Unacknowledged messages with an ETA or countdown (held by a worker until due).",
-            labels=["queue_name"],
-        )
-        for queue in sorted(per_queue):
-            by_queue.add_metric([queue], float(per_queue[queue]))
-            eta.add_metric([queue], float(scheduled.get(queue, 0)))
-        yield by_queue
-        yield eta
+        return
+    skipped.add_metric([], 0.0)
+    yield skipped
+    by_queue = GaugeMetricFamily(
+        "worker_app_queue_unacked",
+        "Unacknowledged messages by the queue they came from.",
+        labels=["queue_name"],
+    )
+    eta = GaugeMetricFamily(
+        "worker_app_queue_scheduled",
+        "Unacknowledged messages with an ETA or countdown (held by a worker until due).",
+        labels=["queue_name"],
+    )
+    for queue in sorted(state.unacked_by_queue):
+        by_queue.add_metric([queue], float(state.unacked_by_queue[queue]))
+        eta.add_metric([queue], float(state.scheduled_by_queue.get(queue, 0)))
+    yield by_queue
+    yield eta
 
 
-def _consumer_metrics(
-    now: float,
-    alive: int,
-    oldest: list[tuple[bytes, float]],
-    restored: dict[bytes, bytes],
-    dead: int,
-) -> Iterator[Any]:
+def _consumer_metrics(now: float, heartbeats: ConsumerHeartbeats) -> Iterator[Any]:
     """Consumers alive, the age of the oldest heartbeat, consumers found dead, and the
     messages returned from them by queue (counters Redis keeps: worker_app.broker_transport)."""
     consumers = GaugeMetricFamily(
         "worker_app_consumers_alive",
         "Consuming channels whose heartbeat is within the grace period.",
     )
-    consumers.add_metric([], float(alive))
+    consumers.add_metric([], float(heartbeats.alive))
     yield consumers
     age = GaugeMetricFamily(
         "worker_app_consumer_oldest_heartbeat_age_seconds",
         "Age of the oldest registered consumer heartbeat (0 when none).",
     )
-    age.add_metric([], max(0.0, now - float(oldest[0][1])) if oldest else 0.0)
+    oldest = heartbeats.oldest_heartbeat_at
+    age.add_metric([], max(0.0, now - oldest) if oldest is not None else 0.0)
     yield age
     returned = CounterMetricFamily(
         "worker_app_consumer_restored_messages",
         "Messages returned to their queue because the consumer holding them died.",
         labels=["queue_name"],
     )
-    for queue, count in sorted(restored.items()):
-        returned.add_metric([queue.decode()], float(count))
+    for queue, count in heartbeats.restored.items():
+        returned.add_metric([queue], float(count))
     yield returned
     died = CounterMetricFamily(
         "worker_app_consumers_died",
         "Consumers found silent past the grace period (a worker crashed or was cut off).",
     )
-    died.add_metric([], float(dead))
+    died.add_metric([], float(heartbeats.died))
     yield died
-
-
-def _describe_unacked(raw: bytes) -> tuple[str, bool]:
-    """(queue, has an ETA) of one entry of kombu's unacked hash."""
-    try:
-        payload, _exchange, routing_key = json.loads(raw)
-        headers = payload.get("headers") or {}
-        return str(routing_key or "unknown"), bool(headers.get("eta"))
-    except (ValueError, TypeError, AttributeError):
-        return "unknown", False
 
 
 class CatalogueCollector(Collector):
@@ -434,17 +360,12 @@ class ConsumerCounts(Collector):
 
     def refresh(self) -> None:
         """Ask the live nodes which queues they consume and how many processes they run."""
-        inspect = self.app.control.inspect(timeout=self.timeout)
-        queues = inspect.active_queues() or {}
-        stats = inspect.stats() or {}
         workers: dict[str, int] = dict.fromkeys(self.queues, 0)
         processes: dict[str, int] = dict.fromkeys(self.queues, 0)
-        for node, consumed in queues.items():
-            pool = (stats.get(node) or {}).get("pool") or {}
-            size = len(pool.get("processes") or []) or int(pool.get("max-concurrency") or 0)
-            for queue in {str(q.get("name")) for q in consumed or [] if q.get("name")}:
+        for node in live_nodes(self.app, self.timeout).values():
+            for queue in node.queues:
                 workers[queue] = workers.get(queue, 0) + 1
-                processes[queue] = processes.get(queue, 0) + size
+                processes[queue] = processes.get(queue, 0) + node.processes
         with self._lock:
             self._workers, self._processes = workers, processes
 

@@ -69,6 +69,24 @@ def test_every_target_derived_from_the_inventory_is_up(host):
     assert sorted(labels["host"] for labels in by_job["redis"]) == hosts
     assert {labels["service"] for labels in by_job["redis"]} == {"redis"}
     assert len(by_job["prometheus"]) == 1
+    # The job with basic_auth: up, so Prometheus (as its user) read the password_file.
+    assert sorted(labels["host"] for labels in by_job["node-with-auth"]) == hosts
+
+
+def test_a_scrape_password_is_in_a_file_only_prometheus_reads(host):
+    config = yaml.safe_load(host.file("/etc/prometheus/prometheus.yml").content_string)
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "node-with-auth"]
+    path = "/etc/prometheus/secrets/node-with-auth.password"
+    assert job["basic_auth"] == {"username": "molecule", "password_file": path}
+    assert (
+        "molecule-scrape-secret-0001"
+        not in host.file("/etc/prometheus/prometheus.yml").content_string
+    )
+    secret = host.file(path)
+    assert (secret.user, secret.group, secret.mode) == ("root", "prometheus", 0o640)
+    assert secret.content_string == "molecule-scrape-secret-0001"
+    directory = host.file("/etc/prometheus/secrets")
+    assert (directory.user, directory.group, directory.mode) == ("root", "prometheus", 0o750)
 
 
 def test_rules_from_the_directory_are_loaded(host):

@@ -1,0 +1,1 @@
+"""The console: dead letters, queues, workers and tasks as web pages and a JSON API."""
