@@ -159,3 +159,16 @@ def page_of(
     ids = matching_ids(store, selection, now)
     chosen = ids[(number - 1) * per_page : number * per_page]
     return Page(store.get_many(chosen), len(ids), number, per_page, chosen)
+
+
+def requested_page(store: DeadLetterStore, params: dict[str, str]) -> tuple[DeadLetterFilter, Page]:
+    """The filter and the page a request's query parameters ask for (``page``, ``per_page`` and
+    the filters); ``FilterError`` when one is malformed."""
+    rest = dict(params)
+    try:
+        number = int(rest.pop("page", "1"))
+        per_page = int(rest.pop("per_page", str(DEFAULT_PER_PAGE)))
+    except ValueError as error:
+        raise FilterError(f"page and per_page are whole numbers ({error})") from None
+    selection = DeadLetterFilter.from_params(rest)
+    return selection, page_of(store, selection, number=number, per_page=per_page)

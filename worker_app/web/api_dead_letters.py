@@ -8,8 +8,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from worker_app.dlq.query import DEFAULT_PER_PAGE, DeadLetterFilter, FilterError, matching_ids
-from worker_app.dlq.query import page_of as query_page
+from worker_app.dlq.query import FilterError, matching_ids, requested_page
 from worker_app.dlq.replay import NotReplayableError
 from worker_app.dlq.store import UnknownEntryError
 from worker_app.web import dead_letter_actions as actions
@@ -33,13 +32,9 @@ def json_body() -> dict[str, Any]:
 @api_dead_letters.get("")
 @basic_auth_required
 def index() -> Any:
-    params = request.args.to_dict()
     try:
-        number = int(params.pop("page", "1"))
-        per_page = int(params.pop("per_page", str(DEFAULT_PER_PAGE)))
-        selection = DeadLetterFilter.from_params(params)
-        page = query_page(console().store, selection, number=number, per_page=per_page)
-    except (FilterError, ValueError) as error:
+        selection, page = requested_page(console().store, request.args.to_dict())
+    except FilterError as error:
         return json_error(400, str(error))
     return jsonify(total=page.total, page=page.number, pages=page.pages, per_page=page.per_page,
                    filter=selection.as_params(),

@@ -7,13 +7,7 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from worker_app.dlq.query import (
-    DEFAULT_PER_PAGE,
-    DeadLetterFilter,
-    FilterError,
-    matching_ids,
-    page_of,
-)
+from worker_app.dlq.query import FilterError, matching_ids, requested_page
 from worker_app.dlq.replay import NotReplayableError
 from worker_app.dlq.store import UnknownEntryError
 from worker_app.web import dead_letter_actions as actions
@@ -26,13 +20,9 @@ dead_letters = Blueprint("dead_letters", __name__)
 @dead_letters.get("/dead-letters")
 @login_required
 def index() -> Any:
-    params = request.args.to_dict()
     try:
-        number = int(params.pop("page", "1"))
-        per_page = int(params.pop("per_page", str(DEFAULT_PER_PAGE)))
-        selection = DeadLetterFilter.from_params(params)
-        page = page_of(console().store, selection, number=number, per_page=per_page)
-    except (FilterError, ValueError) as error:
+        selection, page = requested_page(console().store, request.args.to_dict())
+    except FilterError as error:
         return render_template("error.html", message=str(error), user=g.user), 400
     return render_template(
         "dead_letters.html", page=page, selection=selection.as_params(), user=g.user
