@@ -116,6 +116,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             f"{h['stock_p50_ms']} / {h['stock_p99_ms']} vs "
             f"{h['worker_app_p50_ms']} / {h['worker_app_p99_ms']} ms",
         ))  # fmt: skip
+    i = results.get("console_list")
+    if i:
+        table.append((
+            f"(i) console: page 3 of the dead letters among {i['entries']:,} (median of "
+            f"{i['reads']}), unfiltered / by task: page, JSON API",
+            f"{i['page_ms']} / {i['page_by_task_ms']} ms, {i['api_ms']} / {i['api_by_task_ms']} ms",
+        ))  # fmt: skip
     e = results.get("converge")
     if e:
         table += [

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import report, stock
+from tests.bench.console_list import bench_console_list
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer, start_redis
 from tests.support.workers import WorkerProcess, start_worker
@@ -335,6 +336,8 @@ def main() -> int:
         a = stock.bench_throughput(tmp, tasks=1000 if quick else 3000, runs=1 if quick else 3)
         print("running (g) idle consumers and (h) publish latency, stock vs worker_app ...",
               flush=True)  # fmt: skip
+        print("running (i) the console's dead-letter list over 10,000 entries ...", flush=True)
+        i = bench_console_list(tmp, entries=10_000, reads=5 if quick else 15)
         g = stock.bench_idle(tmp, consumers=8, seconds=5 if quick else 30)
         h = stock.bench_publish(tmp, count=500 if quick else 5000, runs=2 if quick else 4)
         print("running (b) priority isolation ...", flush=True)
@@ -356,6 +359,7 @@ def main() -> int:
         "wakeup": f,
         "idle": g,
         "publish": h,
+        "console_list": i,
     }
     if not (quick or args.no_converge):
         print("running (e) site converge and idempotent re-runs (staging on containers) ...",
