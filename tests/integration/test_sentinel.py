@@ -192,7 +192,7 @@ def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
     Redis through Sentinel; a dead letter written (and replicated) before a failover is listed,
     exported and replayed after it."""
     env = cluster.env()
-    start_sentinel_worker(env, "default", "--concurrency", "1")
+    worker = start_sentinel_worker(env, "default", "--concurrency", "1")
     port = free_port()
     exporter = start_worker(
         ["worker_app.cli", "exporter", "--port", str(port), "--no-events"],
@@ -238,11 +238,16 @@ def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
     done = cli(env, "dlq", "replay", entry["id"])
     assert done.returncode == 0, done.stderr
     assert f"replayed {entry['id']}" in done.stdout
-    wait_until(
-        lambda: master.llen(f"worker_app:examples:succeeded:{token}"),
-        timeout=40,
-        what="the replayed task ran on the new primary",
-    )
+    # The worker reconnects with Celery's backoff (pauses of 2, 4, 6 ... s): on a loaded machine
+    # its first attempt after the promotion can come late (CI once waited over 40 s).
+    try:
+        wait_until(
+            lambda: master.llen(f"worker_app:examples:succeeded:{token}"),
+            timeout=90,
+            what="the replayed task ran on the new primary",
+        )
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\nthe worker's log ends:\n{worker.log()[-4000:]}") from None
     assert listed() == []
     assert exported("worker_app_dlq_entries") == 0
     exporter.stop()
