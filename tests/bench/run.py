@@ -79,12 +79,6 @@ def _worker(server: RedisServer, log: Path, *args: str, **env: str) -> WorkerPro
     return start_worker(list(args), {**_env(server), **env}, log, ready_text="ready.")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def bench_isolation(tmp: Path, backlog: int, probes: int, runs: int) -> dict[str, Any]:
     """(b) critical enqueue->start p50/p99 with `backlog` low tasks queued vs none."""
     result: dict[str, dict[str, list[float]]] = {
@@ -112,8 +106,8 @@ def bench_isolation(tmp: Path, backlog: int, probes: int, runs: int) -> dict[str
                 waits = [float(v) * 1000 for v in client.lrange("bench:waits", 0, -1)]
                 if condition == "backlog":
                     assert client.llen("low") == backlog, "the low backlog must stay queued"
-                result[condition]["p50"].append(_percentile(waits, 0.5))
-                result[condition]["p99"].append(_percentile(waits, 0.99))
+                result[condition]["p50"].append(stock.percentile(waits, 0.5))
+                result[condition]["p99"].append(stock.percentile(waits, 0.99))
                 samples[condition].extend(waits)
                 worker.stop()
             finally:
@@ -187,12 +181,12 @@ def bench_wakeup(tmp: Path, probes: int) -> dict[str, Any]:
     for queue in WAKEUP_QUEUES:
         for step in WAKEUP_STEPS:
             key = f"bench:wake:{queue}:{step}"
-            stock, ours = found["stock"][key], found["worker_app"][key]
+            theirs, ours = found["stock"][key], found["worker_app"][key]
             rows[f"{queue}/{step}"] = {
-                "stock_p50_ms": round(_percentile(stock, 0.5), 2),
-                "stock_p99_ms": round(_percentile(stock, 0.99), 2),
-                "worker_app_p50_ms": round(_percentile(ours, 0.5), 2),
-                "worker_app_p99_ms": round(_percentile(ours, 0.99), 2),
+                "stock_p50_ms": round(stock.percentile(theirs, 0.5), 2),
+                "stock_p99_ms": round(stock.percentile(theirs, 0.99), 2),
+                "worker_app_p50_ms": round(stock.percentile(ours, 0.5), 2),
+                "worker_app_p99_ms": round(stock.percentile(ours, 0.99), 2),
             }
     worst = max(rows.values(), key=lambda r: r["worker_app_p50_ms"] / max(r["stock_p50_ms"], 0.01))
     return {"probes_per_key": probes, "by_queue_and_step": rows, "worst": worst}

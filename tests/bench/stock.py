@@ -181,7 +181,8 @@ def bench_idle(tmp: Path, consumers: int, seconds: float) -> dict[str, Any]:
     return {"consumers": consumers, "seconds": seconds, **found}
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
@@ -202,8 +203,8 @@ def bench_publish(tmp: Path, count: int, runs: int) -> dict[str, Any]:
                     text=True, timeout=600,
                 )  # fmt: skip
                 times = json.loads(out.stdout)
-                per[variant]["p50"].append(_percentile(times, 0.5))
-                per[variant]["p99"].append(_percentile(times, 0.99))
+                per[variant]["p50"].append(percentile(times, 0.5))
+                per[variant]["p99"].append(percentile(times, 0.99))
             finally:
                 server.stop()
     med = {v: {q: statistics.median(x) for q, x in qs.items()} for v, qs in per.items()}
