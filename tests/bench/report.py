@@ -126,7 +126,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     e = results.get("converge")
     if e:
         table += [
-            (f"(e) `site.yml` first converge, staging inventory on {e['hosts']} containers",
+            (f"(e) `site.yml` first converge, {e.get('inventory', 'staging')} inventory on "
+             f"{e['hosts']} containers",
              f"{e['converge_s']} s"),
             (f"(e) `site.yml` idempotent re-run, `changed=0` (median of {len(e['idempotent_s'])})",
              f"{e['idempotent_median_s']} s"),

@@ -277,10 +277,10 @@ def bench_exporter(tmp: Path, queued: int, scrapes: int) -> dict[str, Any]:
         server.stop()
 
 
-def _rehearse(step: str) -> str:
-    """``make rehearse ENV=staging STEP=step``; its output (raises on failure)."""
+def _rehearse(env: str, step: str) -> str:
+    """``make rehearse ENV=env STEP=step``; its output (raises on failure)."""
     proc = subprocess.run(
-        ["make", "--no-print-directory", "rehearse", "ENV=staging", f"STEP={step}"],
+        ["make", "--no-print-directory", "rehearse", f"ENV={env}", f"STEP={step}"],
         capture_output=True, text=True, check=False, timeout=3600,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -288,21 +288,22 @@ def _rehearse(step: str) -> str:
     return proc.stdout
 
 
-def bench_converge(idempotent_runs: int) -> dict[str, Any]:
-    """(e) ansible/site.yml on the staging inventory's containers: a first converge on fresh
+def bench_converge(env: str, idempotent_runs: int) -> dict[str, Any]:
+    """(e) ansible/site.yml on the inventory ``env``'s containers: a first converge on fresh
     hosts, then idempotent re-runs (changed=0 enforced by tools/rehearse.sh)."""
-    _rehearse("down")
+    _rehearse(env, "down")
     try:
-        up = _rehearse("up")
-        out = _rehearse("converge")
+        up = _rehearse(env, "up")
+        out = _rehearse(env, "converge")
         for _ in range(idempotent_runs - 1):
-            out += _rehearse("idempotence")
+            out += _rehearse(env, "idempotence")
     finally:
-        _rehearse("down")
+        _rehearse(env, "down")
     converge = [int(v) for v in re.findall(r"rehearse: converge took (\d+) s", out)]
     idempotent = [int(v) for v in re.findall(r"rehearse: idempotence pass took (\d+) s", out)]
     hosts = re.search(r"rehearse: (\d+) containers up", up)
     return {
+        "inventory": env,
         "hosts": int(hosts.group(1)) if hosts else None,
         "converge_s": converge[0],
         "idempotent_s": idempotent,
@@ -315,7 +316,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument(
-        "--no-converge", action="store_true", help="skip (e), the staging converge on containers"
+        "--no-converge", action="store_true", help="skip (e), the converge on containers"
+    )
+    parser.add_argument(
+        "--converge-env",
+        default="production",
+        choices=("production", "staging"),
+        help="the inventory (e) converges (default: production, the issue's figure)",
     )
     parser.add_argument("--idempotent-runs", type=int, default=3)
     parser.add_argument(
@@ -356,9 +363,9 @@ def main() -> int:
         "console_list": i,
     }
     if not (quick or args.no_converge):
-        print("running (e) site converge and idempotent re-runs (staging on containers) ...",
-              flush=True)  # fmt: skip
-        results["converge"] = bench_converge(args.idempotent_runs)
+        print(f"running (e) site converge and idempotent re-runs ({args.converge_env} on "
+              "containers) ...", flush=True)  # fmt: skip
+        results["converge"] = bench_converge(args.converge_env, args.idempotent_runs)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
     table = report.rows(results)
     width = max(len(r[0]) for r in table)
