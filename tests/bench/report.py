@@ -73,6 +73,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
          f"{cpu['stock']} / {cpu['plain']} / {cpu['instrumented']} ms"),
         ("(a) Redis commands per task: stock / plain / instrumented",
          f"{cmds['stock']} / {cmds['plain']} / {cmds['instrumented']}"),
+        ("(a) one Redis core's ceiling at that cost (1 s ÷ CPU per task; README: Capacity): "
+         "stock / plain / instrumented",
+         " / ".join(f"{ceiling(cpu[v]):,}" for v in ("stock", "plain", "instrumented"))
+         + " tasks/s"),
         (f"(b) `critical` enqueue→start p50 / p99, nothing else queued ({b['runs']} runs x "
          f"{b['critical_probes_per_run']} probes)", f"{b['idle_p50_ms']} / {b['idle_p99_ms']} ms"),
         (f"(b) the same with {b['low_backlog']:,} `low` tasks queued",
@@ -133,6 +137,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
              f"{e['idempotent_median_s']} s"),
         ]  # fmt: skip
     return table
+
+
+def ceiling(cpu_ms_per_1000: float) -> int:
+    """Tasks/s one Redis core would serve at this CPU cost per 1,000 tasks, rounded to 100."""
+    return round(1_000_000 / cpu_ms_per_1000 / 100) * 100
 
 
 def markdown(results: dict[str, Any]) -> str:

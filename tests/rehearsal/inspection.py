@@ -129,8 +129,19 @@ class HostConfig:
         return str(self.vars["private_address"])
 
 
+_CONFIGURED: dict[tuple[str, str], dict[str, HostConfig]] = {}
+
+
 def configured_hosts(rehearsal: Rehearsal) -> dict[str, HostConfig]:
-    """Every inventory host: the roles site.yml gives it and its resolved variables."""
+    """Every inventory host: the roles site.yml gives it and its resolved variables (resolved
+    once per inventory and session: one `ansible` run over every host takes ~10 s)."""
+    key = (str(rehearsal.inventory), str(rehearsal.connection))
+    if key not in _CONFIGURED:
+        _CONFIGURED[key] = _resolve_hosts(rehearsal)
+    return _CONFIGURED[key]
+
+
+def _resolve_hosts(rehearsal: Rehearsal) -> dict[str, HostConfig]:
     defaults = role_defaults()
     names = sorted({n for values in defaults.values() for n in values} | set(EXTRA_NAMES))
     plays = playbook_roles()

@@ -48,6 +48,10 @@ def test_update_readme_replaces_only_the_marked_section(tmp_path: Path) -> None:
         "| (a) Redis CPU per 1,000 tasks: stock / plain / instrumented | 70.0 / 90.0 / 91.0 ms |"
         in text
     )
+    assert (
+        "| (a) one Redis core's ceiling at that cost (1 s ÷ CPU per task; README: Capacity): "
+        "stock / plain / instrumented | 14,300 / 11,100 / 11,000 tasks/s |" in text
+    )
     assert "| (e) `site.yml` first converge, production inventory on 8 containers | 199 s |" in text
     assert "| (e) `site.yml` idempotent re-run, `changed=0` (median of 3) | 149 s |" in text
     assert text.count(report.BEGIN) == text.count(report.END) == 1
