@@ -169,14 +169,16 @@ def test_short_repr_is_celerys_saferepr(value: Any) -> None:
 
 def _diff(mine: str, theirs: str) -> str:
     """Where two normalized messages differ (key by key)."""
-    queue, mine_json = mine.split(" ", 1)
-    _queue, theirs_json = theirs.split(" ", 1)
-    a, b = json.loads(mine_json), json.loads(theirs_json)
-    lines = [f"queues {queue} / {_queue}"]
+    mine_queue, mine_json = mine.split(" ", 1)
+    their_queue, their_json = theirs.split(" ", 1)
+    a, b = json.loads(mine_json), json.loads(their_json)
+    lines = [f"queues {mine_queue} / {their_queue}"]
     for part in ("headers", "properties"):
-        lines.append(f"{part} order: {list(a[part]) == list(b[part])}")
-        lines += [f"{part}.{key}: {a[part].get(key)!r} != {b[part].get(key)!r}"
-                  for key in {*a[part], *b[part]} if a[part].get(key) != b[part].get(key)]  # fmt: skip
-    lines += [f"{key}: {a[key]!r} != {b[key]!r}" for key in a if a[key] != b.get(key)
-              and key not in ("headers", "properties")]  # fmt: skip
+        lines.append(f"{part} in the same order: {list(a[part]) == list(b[part])}")
+        for key in {*a[part], *b[part]}:
+            if a[part].get(key) != b[part].get(key):
+                lines.append(f"{part}.{key}: {a[part].get(key)!r} != {b[part].get(key)!r}")
+    for key in a:
+        if key not in ("headers", "properties") and a[key] != b.get(key):
+            lines.append(f"{key}: {a[key]!r} != {b.get(key)!r}")
     return "\n".join(lines)
