@@ -12,11 +12,11 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 from kombu.serialization import dumps
 
-from worker_app.amqp import GuardedSender, is_republish_of_running_task
+from worker_app.amqp import GuardedSender
 from worker_app.configuration import settings_of
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.store import DeadLetterStore
-from worker_app.headers import FIRST_PUBLISHED_AT, REPLAY_COUNT, stamp_headers
+from worker_app.headers import FIRST_PUBLISHED_AT, REPLAY_COUNT, running_request, stamp_headers
 from worker_app.message_size import EMPTY_EMBED, body_size, check, serialized_size, task_body
 
 
@@ -148,6 +148,8 @@ class ReplayPublisher:
         self.maxlevels: int = conf.task_repr_maxlevels
         self.origin = anon_nodename()
         self.routes: dict[str, tuple[Any, Any, Any]] = {}
+        self.request = running_request()  # a replay from inside a task: that task's
+        self.running_id = getattr(self.request, "id", None)
 
     def message(self, entry: DeadLetter) -> ReplayMessage:
         """``entry``'s task message: Celery's protocol 2 headers, worker_app's publish headers,
@@ -174,9 +176,9 @@ class ReplayPublisher:
         }  # fmt: skip
         content_type, encoding, data = dumps(body, serializer=self.serializer)
         # The guard (GuardedSender): measured unless the running task publishes itself again.
-        if not is_republish_of_running_task(headers):
+        if self.running_id is None or self.running_id != task_id:
             check(name, serialized_size(data, self.compression), self.limit)
-        stamp_headers(headers, queue_name)
+        stamp_headers(headers, queue_name, request=self.request)
         headers[REPLAY_COUNT] = entry.replay_count + 1
         if entry.first_published_at is not None:
             headers[FIRST_PUBLISHED_AT] = entry.first_published_at
