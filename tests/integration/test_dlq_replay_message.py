@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import redis
 from celery import signals
+from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 
 from tests.support.broker import PRIORITY_SUFFIXES, QUEUE_NAMES
 from tests.support.redis_server import RedisServer
+from worker_app.configuration import _guard_publishes
 from worker_app.dlq import replay as replay_module
 from worker_app.dlq.entry import DeadLetter
 from worker_app.dlq.replay import replay_batch, short_repr
@@ -156,6 +158,30 @@ def test_an_entry_too_large_stops_its_batch_before_any_publish(
     assert {entry.id for entry in store.get_many([e.id for e in entries])} == {
         e.id for e in entries
     }
+
+
+class StampingAMQP(AMQP):  # type: ignore[misc]  # Celery is untyped
+    """An app's own AMQP class that adds a header to every task message."""
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        message = super().as_task_v2(*args, **kwargs)
+        message.headers["stamped-by-amqp-class"] = True
+        return message
+
+
+def test_an_amqp_class_that_changes_the_message_keeps_celerys_path(
+    env: dict[str, str], store: DeadLetterStore, broker: redis.Redis
+) -> None:
+    app = create_app(Settings.from_env(env))
+    app.amqp_cls = StampingAMQP
+    app.__dict__.pop("amqp", None)
+    _guard_publishes(app)
+    assert isinstance(app.amqp, StampingAMQP) and not replay_module._fast_path_applies(app)
+    entry = _entries()[0]
+    store.add(entry)
+    assert replay_batch(store, app, [entry]) == [1]
+    (line,) = _published(broker)
+    assert '"stamped-by-amqp-class": true' in line and '"worker_app_replay_count": 1' in line
 
 
 @pytest.mark.parametrize(

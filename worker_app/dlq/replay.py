@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from celery import signals
+from celery.app.amqp import AMQP
 from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 from kombu.serialization import dumps
@@ -99,8 +100,18 @@ def _queue(app: Any, entry: DeadLetter) -> str:
 
 def _fast_path_applies(app: Any) -> bool:
     """Whether ``ReplayPublisher`` makes the message Celery would: protocol 2, worker_app's
-    guarded sender."""
-    return int(app.conf.task_protocol) == 2 and isinstance(app.amqp, GuardedSender)
+    guarded sender, and Celery's own message and sender (no AMQP class that changes them)."""
+    amqp = app.amqp
+    return (
+        int(app.conf.task_protocol) == 2
+        and isinstance(amqp, GuardedSender)
+        and all(getattr(type(amqp), name) is getattr(AMQP, name) for name in _CELERYS_OWN)
+    )
+
+
+#: What ``ReplayPublisher`` does in place of Celery's AMQP class (an app's own class may not
+#: override any of them for it to apply).
+_CELERYS_OWN = ("as_task_v2", "_create_task_sender", "create_task_message")
 
 
 @dataclass
