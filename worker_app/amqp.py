@@ -13,18 +13,15 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
-from celery import current_task
 from celery.app.amqp import AMQP
 
-from worker_app.headers import stamp_headers
+from worker_app.headers import running_request, stamp_headers
 from worker_app.message_size import body_size, check
 
 
 def is_republish_of_running_task(headers: dict[str, Any]) -> bool:
     """Whether the task running here publishes its own id again (a retry)."""
-    running = current_task._get_current_object() if current_task else None
-    request = getattr(running, "request", None)
-    task_id = getattr(request, "id", None)
+    task_id = getattr(running_request(), "id", None)
     return task_id is not None and task_id == headers.get("id")
 
 

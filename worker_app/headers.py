@@ -17,20 +17,32 @@ REPLAY_COUNT = "worker_app_replay_count"
 QUEUE = "worker_app_queue"
 
 
+#: ``stamp_headers``'s default: look the running task up.
+_RUNNING: Any = object()
+
+
+def running_request() -> Any:
+    """The request of the task running in this thread (None outside a task)."""
+    running = current_task._get_current_object() if current_task else None
+    return getattr(running, "request", None)
+
+
 def stamp_headers(
-    headers: dict[str, Any], routing_key: str | None, now: float | None = None
-) -> None:
+    headers: dict[str, Any], routing_key: str | None, now: float | None = None,
+    request: Any = _RUNNING,
+) -> None:  # fmt: skip
     """Add publish-time headers in place (``before_task_publish`` calls this).
 
     A retry is a new publish of the same task id from inside the running task:
-    it keeps the first publish time and the replay count of the original.
+    it keeps the first publish time and the replay count of the original. ``request``: the
+    running task's (``running_request()``), for a caller that publishes many at once.
     """
     now = time.time() if now is None else now
     headers[PUBLISHED_AT] = now
     if routing_key and QUEUE not in headers:
         headers[QUEUE] = routing_key
-    running = current_task._get_current_object() if current_task else None
-    request = getattr(running, "request", None)
+    if request is _RUNNING:
+        request = running_request()
     if request is not None and getattr(request, "id", None) == headers.get("id"):
         for key in (FIRST_PUBLISHED_AT, REPLAY_COUNT):
             value = getattr(request, key, None)

@@ -41,6 +41,12 @@ class MessageTooLargeError(ValueError):
 def body_size(body: Any, serializer: str, compression: str | None = None) -> int:
     """Bytes of ``body`` as a producer sends it (serialized, then compressed)."""
     _content_type, _encoding, data = dumps(body, serializer=serializer)
+    return serialized_size(data, compression)
+
+
+def serialized_size(data: str | bytes, compression: str | None = None) -> int:
+    """Bytes of an already serialized body as a producer sends it (compressed if configured):
+    a publish that serializes the body itself measures that string, not a second one."""
     raw = data.encode() if isinstance(data, str) else bytes(data)
     if compression:
         raw, _ = compress(raw, compression)

@@ -86,6 +86,27 @@ def test_remove_many_removes_the_unchanged_and_says_what_became_of_each(
     assert len(store) == 0 and store.remove_many([]) == []
 
 
+def test_remove_many_keeps_the_counts_right_for_any_queue_and_task_name(
+    redis_server: RedisServer,
+) -> None:
+    """remove_many takes the counts field of an unchanged entry from the caller (no JSON
+    decoded in Redis) and reads it from the stored JSON otherwise: the counts agree either
+    way, whatever the names hold."""
+    store = _store(redis_server)
+    nameless = DeadLetter(id="id-2", reason="non_retryable", task_name=None, task_id=None,
+                          queue=None, failed_at=1002.0)  # fmt: skip
+    odd = [_entry(0, 1000.0, queue="café", task="t.é"), _entry(1, 1001.0, queue='q"/x'),
+           nameless, _entry(3, 1003.0, queue="low", task="t.c"),
+           _entry(4, 1004.0, queue="low", task="t.c")]  # fmt: skip
+    for entry in odd:
+        store.add(entry, now=1010.0)
+    store.add(_entry(4, 1005.0, queue="high", task="t.d"), now=1010.0)  # id-4 moved meanwhile
+    assert store.remove_many(odd[:4]) == [1, 1, 1, 1]
+    assert store.stats().by_queue_and_task == {("high", "t.d"): 1}
+    assert store.remove_many([odd[4]], unchanged=False) == [1]  # the stored one's field
+    assert store.stats().by_queue_and_task == {} and store.client.hlen(store.keys[2]) == 0
+
+
 def test_filters(redis_server: RedisServer) -> None:
     store = _store(redis_server)
     store.add(_entry(1, 1.0, queue="high", task="t.a"), now=2.0)

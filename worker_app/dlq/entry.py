@@ -63,8 +63,7 @@ class DeadLetter:
     def to_json(self) -> str:
         """Compact JSON, keys sorted (stable bytes for compare-and-delete). The fields as they
         are (``asdict``'s deep copy gives the same JSON, several times slower)."""
-        data = {field.name: getattr(self, field.name) for field in fields(self)}
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
+        return _ENCODER.encode({name: getattr(self, name) for name in _FIELDS})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DeadLetter:
@@ -75,8 +74,13 @@ class DeadLetter:
             raise EntryFormatError(f"not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise EntryFormatError("not a JSON object")
-        known = {f.name for f in fields(cls)}
         try:
-            return cls(**{key: value for key, value in data.items() if key in known})
+            return cls(**{key: value for key, value in data.items() if key in _FIELDS})
         except (TypeError, ValueError) as exc:
             raise EntryFormatError(str(exc)) from None
+
+
+#: The entry's field names (``fields`` walks the dataclass at each call).
+_FIELDS = frozenset(field.name for field in fields(DeadLetter))
+#: ``json.dumps(..., sort_keys=True, separators=(",", ":"), default=repr)``, made once.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)

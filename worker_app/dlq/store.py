@@ -37,17 +37,22 @@ local function field_of(raw)
   if type(t) ~= 'string' then t = '' end
   return q .. '\\31' .. t
 end
+local function drop_counted(id, f)
+  if f then
+    if redis.call('HINCRBY', KEYS[3], f, -1) <= 0 then redis.call('HDEL', KEYS[3], f) end
+  end
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[4], id)
+end
 local function drop(id)
   local raw = redis.call('HGET', KEYS[1], id)
   if raw then
-    local f = field_of(raw)
-    if f then
-      if redis.call('HINCRBY', KEYS[3], f, -1) <= 0 then redis.call('HDEL', KEYS[3], f) end
-    end
-    redis.call('HDEL', KEYS[1], id)
+    drop_counted(id, field_of(raw))
+  else
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HDEL', KEYS[4], id)
   end
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[4], id)
 end
 local function trim(min_score, max_count)
   local removed = 0
@@ -89,20 +94,24 @@ return 1
 """
 )
 
-# ARGV: id1, sha1 of its expected json ('' = any), id2, ... -> per id: 1 removed, 0 missing,
-# -1 changed meanwhile (what _LUA_REMOVE answers for one, for a whole batch in one call)
+# ARGV: id1, sha1 of its expected json ('' = any), its counts field, id2, ... -> per id:
+# 1 removed, 0 missing, -1 changed meanwhile (what _LUA_REMOVE answers for one, for a whole
+# batch in one call). The counts field is the expected entry's: used only when the stored
+# JSON is that entry's (same SHA-1), so the JSON need not be decoded; otherwise read from it.
 _LUA_REMOVE_MANY = (
     _LUA_DROP
     + """
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
   local raw = redis.call('HGET', KEYS[1], ARGV[i])
   if not raw then
     out[#out + 1] = 0
-  elseif ARGV[i + 1] ~= '' and redis.sha1hex(raw) ~= ARGV[i + 1] then
+  elseif ARGV[i + 1] == '' then
+    drop_counted(ARGV[i], field_of(raw)); out[#out + 1] = 1
+  elseif redis.sha1hex(raw) ~= ARGV[i + 1] then
     out[#out + 1] = -1
   else
-    drop(ARGV[i]); out[#out + 1] = 1
+    drop_counted(ARGV[i], ARGV[i + 2]); out[#out + 1] = 1
   end
 end
 return out
@@ -128,6 +137,14 @@ def summary_of(entry: DeadLetter) -> str:
     """The ``summary`` field of ``entry``: what a filtered listing matches on."""
     parts = (entry.queue, entry.task_name, entry.reason, entry.exception_type)
     return FIELD_SEP.join((part or "").replace(FIELD_SEP, " ") for part in parts)
+
+
+def counts_field(entry: DeadLetter) -> str:
+    """The ``counts`` field ``entry`` is counted in (what the Lua ``field_of`` reads from its
+    JSON: a queue or task name that is not a string counts as empty)."""
+    queue = entry.queue if isinstance(entry.queue, str) else ""
+    task = entry.task_name if isinstance(entry.task_name, str) else ""
+    return f"{queue}{FIELD_SEP}{task}"
 
 
 class UnknownEntryError(KeyError):
@@ -209,8 +226,11 @@ class DeadLetterStore:
             return []
         args: list[str] = []
         for entry in entries:
-            digest = hashlib.sha1(entry.to_json().encode(), usedforsecurity=False).hexdigest()
-            args += [entry.id, digest if unchanged else ""]
+            if unchanged:
+                digest = hashlib.sha1(entry.to_json().encode(), usedforsecurity=False)
+                args += [entry.id, digest.hexdigest(), counts_field(entry)]
+            else:
+                args += [entry.id, "", ""]
         return [int(status) for status in self._remove_many(keys=self.keys, args=args)]
 
     def trim(self, now: float | None = None) -> int:
