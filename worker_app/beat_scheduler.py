@@ -25,6 +25,7 @@ from typing import Any
 
 from worker_app.sentinel import is_sentinel_url, redbeat_options
 from worker_app.settings import Settings
+from worker_app.tls import is_tls_url
 
 REDBEAT_SCHEDULER = "redbeat.RedBeatScheduler"
 #: Seconds between two Beat ticks at most: how often the active Beat renews its lock and how often
@@ -102,6 +103,13 @@ def redis_url(settings: Settings) -> str:
     return settings.state_redis_url
 
 
+def redis_use_ssl(settings: Settings) -> dict[str, Any] | bool:
+    """``redbeat_redis_use_ssl``: the TLS of ``settings`` for a ``rediss://`` state Redis, else
+    False (never RedBeat's fallback, the broker's ``broker_use_ssl``: the state Redis may be
+    another server, and a dict turns TLS on for Sentinel-managed connections)."""
+    return settings.tls.redis_kwargs() if is_tls_url(settings.state_redis_url) else False
+
+
 def configure_beat(conf: Any, settings: Settings, set_by_user: Callable[[Any, str], bool]) -> None:
     """Set RedBeat's keys, Redis and lock on ``conf`` (an app's configuration) from
     ``settings``; ``set_by_user(conf, name)`` tells a user's value (which stays) from a default."""
@@ -111,6 +119,7 @@ def configure_beat(conf: Any, settings: Settings, set_by_user: Callable[[Any, st
         "redbeat_redis_url": redis_url(settings),
         "redbeat_key_prefix": key_prefix(settings),
         "redbeat_redis_options": redis_options(settings),
+        "redbeat_redis_use_ssl": redis_use_ssl(settings),
         "redbeat_lock_timeout": LOCK_TIMEOUT_FACTOR * max_interval_of(conf),
     }
     for name, value in defaults.items():

@@ -803,10 +803,20 @@ def _next(release: str) -> str:
     return f"{major}.{int(minor) + 1}"
 
 
+#: kombu's aliases served by this module's transports: ``rediss://`` (TLS) is kombu's Redis
+#: transport with ``SSLConnection`` (the ``ssl`` connection argument, Celery's
+#: ``broker_use_ssl``), so it keeps the no-loss guarantee exactly as ``redis://``.
+ALIASES = (
+    ("redis", TRANSPORT_PATH),
+    ("rediss", TRANSPORT_PATH),
+    ("sentinel", SENTINEL_TRANSPORT_PATH),
+)
+
+
 def install() -> None:
-    """Serve ``redis://`` URLs with :class:`Transport` and ``sentinel://`` URLs with
-    :class:`SentinelTransport` in this process (on a tested kombu)."""
+    """Serve ``redis://`` and ``rediss://`` URLs with :class:`Transport` and ``sentinel://``
+    URLs with :class:`SentinelTransport` in this process (on a tested kombu)."""
     check_kombu()
-    for alias, path in (("redis", TRANSPORT_PATH), ("sentinel", SENTINEL_TRANSPORT_PATH)):
+    for alias, path in ALIASES:
         kombu.transport.TRANSPORT_ALIASES[alias] = path
         kombu.transport._transport_cache.pop(alias, None)

@@ -26,6 +26,7 @@ from worker_app.pools import Catalogue, load_catalogue
 from worker_app.queues import celery_queues
 from worker_app.sentinel import is_sentinel_url
 from worker_app.settings import Settings, SettingsError
+from worker_app.tls import is_tls_url
 
 logger = logging.getLogger("worker_app.configure")
 
@@ -191,6 +192,25 @@ def sentinel_options(settings: Settings, current: dict[str, Any] | None) -> dict
     return options
 
 
+def use_tls(conf: Any, settings: Settings) -> None:
+    """Celery's ``broker_use_ssl`` (a ``rediss://`` broker) and ``redis_backend_use_ssl`` (a
+    ``rediss://`` result backend) from ``settings.tls``, where the app set none: the server's
+    certificate verified (kombu alone would take a ``rediss://`` URL without options unverified)."""
+    options = settings.tls.redis_kwargs()
+    if is_tls_url(conf.broker_url) and not conf.broker_use_ssl:
+        conf.broker_use_ssl = dict(options)
+    backend = conf.result_backend
+    if isinstance(backend, str) and is_tls_url(backend) and not conf.redis_backend_use_ssl:
+        conf.redis_backend_use_ssl = dict(options)
+    if not settings.tls.verifies and any(
+        is_tls_url(url) for url in (conf.broker_url, backend, settings.state_redis_url)
+    ):
+        logger.warning(
+            "WORKER_APP_REDIS_TLS_CERT_REQS=none: Redis's certificate is not verified; the "
+            "connection is encrypted but anyone on the path can pose as Redis"
+        )
+
+
 def _user_settings(settings: Settings, conf: Any) -> Settings:
     """``settings`` with the broker and result backend the app's own configuration names."""
     changes: dict[str, Any] = {}
@@ -252,6 +272,7 @@ def configure(app: Celery, **overrides: Any) -> Celery:
         conf.result_backend_transport_options = sentinel_options(
             settings, conf.result_backend_transport_options
         )
+    use_tls(conf, settings)
     if not conf.task_queues:
         conf.task_queues = celery_queues(catalogue)
     if conf.task_default_queue == DEFAULTS["task_default_queue"]:

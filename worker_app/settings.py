@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker_app.sentinel import SentinelConfig, is_sentinel_url
+from worker_app.tls import CERT_REQS, TLSConfig
 
 
 class SettingsError(ValueError):
@@ -30,6 +32,47 @@ def _csv(raw: str | None) -> tuple[str, ...]:
     if not raw:
         return ()
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be yes or no, got {raw!r}")
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name) or None
+    if path is not None and not os.access(path, os.R_OK):
+        raise SettingsError(f"{name} names {path!r}, which is no readable file")
+    return path
+
+
+def _tls(env: Mapping[str, str]) -> dict[str, Any]:
+    cert_reqs = (env.get("WORKER_APP_REDIS_TLS_CERT_REQS") or "required").strip().lower()
+    if cert_reqs not in CERT_REQS:
+        raise SettingsError(
+            f"WORKER_APP_REDIS_TLS_CERT_REQS must be one of {', '.join(CERT_REQS)}, "
+            f"got {cert_reqs!r}"
+        )
+    cert_file = _file(env, "WORKER_APP_REDIS_TLS_CERT_FILE")
+    key_file = _file(env, "WORKER_APP_REDIS_TLS_KEY_FILE")
+    if key_file and not cert_file:
+        raise SettingsError(
+            "WORKER_APP_REDIS_TLS_KEY_FILE needs WORKER_APP_REDIS_TLS_CERT_FILE (the client "
+            "certificate of that key)"
+        )
+    return {
+        "redis_tls_ca_file": _file(env, "WORKER_APP_REDIS_TLS_CA_FILE"),
+        "redis_tls_cert_file": cert_file,
+        "redis_tls_key_file": key_file,
+        "redis_tls_cert_reqs": cert_reqs,
+        "redis_tls_check_hostname": _bool(env, "WORKER_APP_REDIS_TLS_CHECK_HOSTNAME", True),
+    }
 
 
 @dataclass(frozen=True)
@@ -73,6 +116,26 @@ class Settings:
     # waiting at most this long (ms) before it raises.
     publish_min_replicas: int = 0
     publish_replica_timeout_ms: int = 1000
+    # TLS for rediss:// URLs (worker_app.tls): the CA that signs the servers' certificates (None:
+    # the system's CA store), the client certificate and key (servers with tls-auth-clients),
+    # whether the server's certificate is verified (required; none only when set so) and its
+    # name checked against the URL's host.
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
+    redis_tls_cert_reqs: str = "required"
+    redis_tls_check_hostname: bool = True
+
+    @property
+    def tls(self) -> TLSConfig:
+        """The TLS of every ``rediss://`` connection of the process."""
+        return TLSConfig(
+            ca_file=self.redis_tls_ca_file,
+            cert_file=self.redis_tls_cert_file,
+            key_file=self.redis_tls_key_file,
+            cert_reqs=self.redis_tls_cert_reqs,
+            check_hostname=self.redis_tls_check_hostname,
+        )
 
     @property
     def state_redis_url(self) -> str:
@@ -153,4 +216,5 @@ class Settings:
                 cls.publish_replica_timeout_ms,
                 minimum=1,
             ),
+            **_tls(source),
         )

@@ -1,7 +1,8 @@
 """The Redis client for worker_app's own keys (DLQ, idempotency, breakers, limits).
 
-A ``redis://`` URL gets a plain client; a ``sentinel://`` URL (kombu's format) a client of the
-current master, found through the Sentinels, that follows a failover.
+A ``redis://`` URL gets a plain client, a ``rediss://`` URL a TLS client verified as
+``WORKER_APP_REDIS_TLS_*`` say (``worker_app.tls``); a ``sentinel://`` URL (kombu's format) a
+client of the current master, found through the Sentinels, that follows a failover.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import redis
 
 from worker_app.sentinel import SentinelConfig, is_sentinel_url, master_client
 from worker_app.settings import Settings, SettingsError
+from worker_app.tls import TLSConfig, is_tls_url, refused
 
-_clients: dict[tuple[int, str, SentinelConfig | None], redis.Redis] = {}
+_clients: dict[tuple[int, str, SentinelConfig | None, TLSConfig | None], redis.Redis] = {}
 _lock = threading.Lock()
 
 _CONNECTION: dict[str, Any] = {
@@ -26,11 +28,14 @@ _CONNECTION: dict[str, Any] = {
 }
 
 
-def client_for(url: str, sentinel: SentinelConfig | None = None) -> redis.Redis:
+def client_for(
+    url: str, sentinel: SentinelConfig | None = None, tls: TLSConfig | None = None
+) -> redis.Redis:
     """A client for ``url``, one per process (a forked prefork child gets its own).
 
     A ``sentinel://`` URL needs ``sentinel`` (the master name and the Sentinels'
-    credentials; see :attr:`Settings.sentinel`)."""
+    credentials; see :attr:`Settings.sentinel`); a ``rediss://`` URL is verified as ``tls``
+    says (default: against the system's CA store, see :attr:`Settings.tls`)."""
     if is_sentinel_url(url):
         if sentinel is None:
             raise SettingsError(
@@ -39,23 +44,42 @@ def client_for(url: str, sentinel: SentinelConfig | None = None) -> redis.Redis:
             )
     else:
         sentinel = None
-    key = (os.getpid(), url, sentinel)
+    tls = (tls or TLSConfig()) if is_tls_url(url) else None
+    key = (os.getpid(), url, sentinel, tls)
     with _lock:
         client = _clients.get(key)
         if client is None:
             if sentinel is not None:
                 client = master_client(url, sentinel, **_CONNECTION)
             else:
-                client = redis.Redis.from_url(url, **_CONNECTION)
+                client = redis.Redis.from_url(
+                    url, **_CONNECTION, **(tls.redis_kwargs() if tls else {})
+                )
             _clients[key] = client
         return client
 
 
 def state_client(settings: Settings) -> redis.Redis:
     """The client for worker_app's own keys under ``settings``."""
-    return client_for(settings.state_redis_url, settings.sentinel)
+    return client_for(settings.state_redis_url, settings.sentinel, settings.tls)
 
 
 def broker_client(settings: Settings) -> redis.Redis:
     """A client for the broker's Redis under ``settings`` (its current master with Sentinel)."""
-    return client_for(settings.broker_url, settings.sentinel)
+    return client_for(settings.broker_url, settings.sentinel, settings.tls)
+
+
+def check_tls(settings: Settings) -> None:
+    """Connect to each ``rediss://`` Redis of ``settings`` (the broker's, worker_app's own) and
+    raise :class:`worker_app.tls.TLSRefusedError` (one line) when its TLS handshake fails: a
+    certificate nobody trusts does not become valid by retrying. Any other error (Redis down)
+    passes: a worker waits for Redis."""
+    for url in dict.fromkeys((settings.broker_url, settings.state_redis_url)):
+        if not is_tls_url(url):
+            continue
+        try:
+            client_for(url, None, settings.tls).ping()
+        except redis.RedisError as exc:
+            error = refused(exc, url, settings.tls)
+            if error is not None:
+                raise error from None

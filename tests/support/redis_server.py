@@ -7,10 +7,26 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from tests.support.ports import free_port
+
+if TYPE_CHECKING:
+    from tests.support.tls import CertificateAuthority, CertPair
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS of a test redis-server: its certificate, the CA it trusts for client certificates,
+    whether clients must present one (``auth_clients``: ``no``, ``optional``, ``yes``) and
+    whether the plain TCP port stays open."""
+
+    ca: CertificateAuthority
+    server: CertPair
+    auth_clients: str = "no"
+    plain_port: bool = False
 
 
 @dataclass
@@ -22,15 +38,32 @@ class RedisServer:
     process: subprocess.Popen[bytes]
     password: str | None = None
     args: list[str] = field(default_factory=list)
+    tls: ServerTLS | None = None
+    tls_port: int = 0
+    # The certificate the test's own clients present to a TLS server.
+    client_cert: CertPair | None = None
 
     def url(self, db: int = 0) -> str:
-        """Connection URL for ``db``."""
+        """Connection URL for ``db`` (``rediss://`` on the TLS port of a TLS server)."""
         auth = f":{self.password}@" if self.password else ""
+        if self.tls is not None:
+            return f"rediss://{auth}127.0.0.1:{self.tls_port}/{db}"
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def client(self, db: int = 0) -> redis.Redis:
-        """A client for ``db``."""
-        return redis.Redis.from_url(self.url(db))
+        """A client for ``db`` (one trusting the test CA, with a client certificate, on a TLS
+        server)."""
+        return redis.Redis.from_url(self.url(db), **self.tls_kwargs())
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's TLS arguments for this server (none without TLS)."""
+        if self.tls is None or self.client_cert is None:
+            return {}
+        return {
+            "ssl_ca_certs": str(self.tls.ca.cert_file),
+            "ssl_certfile": str(self.client_cert.cert_file),
+            "ssl_keyfile": str(self.client_cert.key_file),
+        }
 
     def stop(self) -> None:
         """Stop the server (SIGTERM: Redis flushes its AOF and exits) and wait for it."""
@@ -53,9 +86,17 @@ class RedisServer:
 
 
 def start_redis(
-    workdir: Path, *, appendonly: bool = False, password: str | None = None
+    workdir: Path,
+    *,
+    appendonly: bool = False,
+    password: str | None = None,
+    tls: ServerTLS | None = None,
 ) -> RedisServer:
-    """Start redis-server bound to 127.0.0.1 on a free port and wait until it answers PING."""
+    """Start redis-server bound to 127.0.0.1 on a free port and wait until it answers PING.
+
+    With ``tls`` it listens with TLS on a second free port (``--tls-port``) and, unless
+    ``tls.plain_port``, on no plain TCP port (``--port 0``; ``port`` is then one nothing
+    listens on)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -76,8 +117,23 @@ def start_redis(
     ]  # fmt: skip
     if password:
         args += ["--requirepass", password]
+    tls_port = 0
+    if tls is not None:
+        tls_port = free_port()
+        if not tls.plain_port:
+            args[args.index("--port") + 1] = "0"
+        args += [
+            "--tls-port", str(tls_port),
+            "--tls-cert-file", str(tls.server.cert_file),
+            "--tls-key-file", str(tls.server.key_file),
+            "--tls-ca-cert-file", str(tls.ca.cert_file),
+            "--tls-auth-clients", tls.auth_clients,
+        ]  # fmt: skip
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    server = RedisServer(port=port, workdir=workdir, process=process, password=password, args=args)
+    server = RedisServer(
+        port=port, workdir=workdir, process=process, password=password, args=args, tls=tls,
+        tls_port=tls_port, client_cert=tls.ca.issue("test-client", client=True) if tls else None,
+    )  # fmt: skip
     _wait_until_up(server)
     return server
 

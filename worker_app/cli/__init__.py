@@ -20,6 +20,7 @@ from worker_app.cli.web import web
 from worker_app.cli.worker import worker
 from worker_app.configuration import settings_of
 from worker_app.settings import Settings, SettingsError
+from worker_app.tls import TLSRefusedError, describe
 
 
 def masked(url: str) -> str:
@@ -32,18 +33,24 @@ def masked(url: str) -> str:
 
 
 class Unreachable(click.ClickException):
-    """Redis did not answer: one line, exit code 2."""
+    """Redis did not answer, or refused TLS: one line, exit code 2."""
 
     exit_code = 2
 
 
 def unreachable(exc: Exception, broker: bool, app: Any = None) -> Unreachable:
-    """The one line that says which Redis did not answer and what to check."""
+    """The one line that says which Redis did not answer and what to check (for a failed TLS
+    handshake: the host and the cause, ``worker_app.tls.describe``)."""
     try:
         settings = settings_of(app) if app is not None else Settings.from_env()
     except SettingsError:
         settings = Settings()
     url = settings.broker_url if broker or not settings.redis_url else settings.state_redis_url
+    if isinstance(exc, TLSRefusedError):
+        return Unreachable(str(exc))
+    line = describe(exc, url, settings.tls)
+    if line is not None:
+        return Unreachable(line)
     variable = "CELERY_BROKER_URL" if url == settings.broker_url else "WORKER_APP_REDIS_URL"
     reason = " ".join(str(exc).split()) or type(exc).__name__
     return Unreachable(

@@ -90,6 +90,9 @@ def worker(
         _enable_metrics(node, port, metrics_address)
 
     settings = pool_settings(app, pool.name)
+    from worker_app.state_redis import check_tls  # noqa: PLC0415
+
+    check_tls(settings)
     app.loader.import_default_modules()
     catalogue = catalogue_of(app)
     check_task_time_limits(app, settings, catalogue)
