@@ -114,8 +114,19 @@ def describe(exc: BaseException, url: str, config: TLSConfig) -> str | None:
             "the server requires a client certificate: set WORKER_APP_REDIS_TLS_CERT_FILE and "
             "WORKER_APP_REDIS_TLS_KEY_FILE"
         )
-    elif reason in ("UNKNOWN_CA", "TLSV1_ALERT_UNKNOWN_CA", "BAD_CERTIFICATE"):
-        cause = f"the server refused this client's certificate ({reason})"
+    elif isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        # TLS 1.3: the server checks the client's certificate after the client's handshake
+        # finished, and may close before its alert is read.
+        cause = (
+            "the server closed the connection after the handshake: it probably requires a "
+            "client certificate (set WORKER_APP_REDIS_TLS_CERT_FILE and "
+            "WORKER_APP_REDIS_TLS_KEY_FILE)"
+            if not config.cert_file
+            else f"the server closed the connection after the handshake: it probably does not "
+            f"accept the client certificate {config.cert_file}"
+        )
+    elif "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+        cause = f"the server refused the client certificate {config.cert_file} ({reason})"
     elif reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
         cause = f"the server does not speak TLS on port {parts.port or 6379} ({reason})"
     else:

@@ -130,9 +130,10 @@ def start_redis(
             "--tls-auth-clients", tls.auth_clients,
         ]  # fmt: skip
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client_cert = tls.ca.issue(f"client-{tls_port}", client=True) if tls else None
     server = RedisServer(
         port=port, workdir=workdir, process=process, password=password, args=args, tls=tls,
-        tls_port=tls_port, client_cert=tls.ca.issue("test-client", client=True) if tls else None,
+        tls_port=tls_port, client_cert=client_cert,
     )  # fmt: skip
     _wait_until_up(server)
     return server
@@ -145,7 +146,9 @@ def _wait_until_up(server: RedisServer, timeout: float = 30) -> None:
             log = (server.workdir / "redis.log").read_text(errors="replace")
             raise RuntimeError(f"redis-server exited with {server.process.returncode}:\n{log}")
         try:
-            if server.client().ping():
+            # Up is up whatever names the server's certificate carries.
+            readiness = {"ssl_check_hostname": False} if server.tls is not None else {}
+            if redis.Redis.from_url(server.url(), **server.tls_kwargs(), **readiness).ping():
                 return
         except (redis.ConnectionError, redis.BusyLoadingError):
             time.sleep(0.05)

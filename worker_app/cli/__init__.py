@@ -20,7 +20,7 @@ from worker_app.cli.web import web
 from worker_app.cli.worker import worker
 from worker_app.configuration import settings_of
 from worker_app.settings import Settings, SettingsError
-from worker_app.tls import TLSRefusedError, describe
+from worker_app.tls import TLSRefusedError, describe, is_tls_url
 
 
 def masked(url: str) -> str:
@@ -53,6 +53,8 @@ def unreachable(exc: Exception, broker: bool, app: Any = None) -> Unreachable:
         return Unreachable(line)
     variable = "CELERY_BROKER_URL" if url == settings.broker_url else "WORKER_APP_REDIS_URL"
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    if is_tls_url(url) and "timeout" in reason.lower():
+        reason += "; a rediss:// URL to a port without TLS times out like this"
     return Unreachable(
         f"cannot reach Redis at {masked(url)} ({reason}): check that Redis runs there, that "
         f"this host may connect to it (address, port, firewall) and the URL and password in "
