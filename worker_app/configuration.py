@@ -3,10 +3,10 @@ and logging applied to any Celery app, and ``settings_of(app)``, the one way to 
 worker_app settings of an app.
 
 Nothing happens at import. ``configure`` changes the app it is given, plus two things that are
-process-wide by nature and happen only when it is called: kombu's ``redis://`` scheme is served by
-worker_app's transport (``worker_app.broker_transport``; every kombu user of the process, Flower
-included, then cannot lose a message it took) and Celery's ``setup_logging`` signal adds
-worker_app's log handler when a worker or Beat starts.
+process-wide by nature and happen only when it is called: kombu's ``redis://`` and ``rediss://``
+schemes are served by worker_app's transport (``worker_app.broker_transport``; every kombu user
+of the process, Flower included, then cannot lose a message it took) and Celery's
+``setup_logging`` signal adds worker_app's log handler when a worker or Beat starts.
 """
 
 from __future__ import annotations
