@@ -23,6 +23,7 @@ from tests.integration.conftest import StartWorker, records
 from tests.support.redis_server import RedisServer, ServerTLS, start_redis
 from tests.support.tls import CertificateAuthority
 from tests.support.waiting import wait_until
+from tests.support.workers import start_worker
 from worker_app.broker_transport import ReliableChannel, Transport
 
 pytestmark = pytest.mark.integration
@@ -250,3 +251,23 @@ def test_plain_tcp_is_refused_and_tls_to_a_plain_port_says_so(
         )
     finally:
         plain.stop()
+
+
+def test_redbeat_holds_its_lock_and_schedule_over_tls(
+    worker_env: dict[str, str], state: Any, tmp_path: Path
+) -> None:
+    """Beat with RedBeat on the bundled app: ``redbeat_redis_use_ssl`` from the same settings
+    (the server requires the client certificate): it takes its lock and writes its schedule."""
+    args = [
+        "celery", "-A", "worker_app.app", "beat", "-S", "redbeat.RedBeatScheduler",
+        "--loglevel", "INFO", "--pidfile=", "--schedule", str(tmp_path / "beat.db"),
+    ]  # fmt: skip
+    beat = start_worker(args, {**worker_env, "WORKER_APP_LOG_FORMAT": "text"},
+                        tmp_path / "beat.log", ready_text="beat: Starting")  # fmt: skip
+    try:
+        beat.wait_for_log("beat: Acquired lock", timeout=30)
+        assert state.exists("worker_app:redbeat::lock")
+        assert state.zcard("worker_app:redbeat::schedule") >= 1
+    finally:
+        os.killpg(beat.process.pid, signal.SIGKILL)
+        beat.process.wait()

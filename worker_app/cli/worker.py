@@ -72,6 +72,7 @@ def worker(
         check_task_time_limits,
         pool_settings,
     )
+    from worker_app.state_redis import check_tls  # noqa: PLC0415
 
     app = cli_app()
     try:
@@ -90,9 +91,7 @@ def worker(
         _enable_metrics(node, port, metrics_address)
 
     settings = pool_settings(app, pool.name)
-    from worker_app.state_redis import check_tls  # noqa: PLC0415
-
-    check_tls(settings)
+    check_tls(settings)  # a certificate nobody trusts: one line now, not retries forever
     app.loader.import_default_modules()
     catalogue = catalogue_of(app)
     check_task_time_limits(app, settings, catalogue)
