@@ -154,3 +154,14 @@ def test_a_refusal_is_one_line_naming_the_host_and_the_cause(ca_file: str) -> No
     expired = describe(_verify_error(10, "certificate has expired"), url, tls)
     assert expired is not None and "has expired" in expired
     assert describe(redis.ConnectionError("Connection refused."), url, tls) is None
+
+
+@pytest.mark.usefixtures("env")
+def test_turning_verification_off_is_explicit_and_warned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("WORKER_APP_REDIS_TLS_CERT_REQS", "none")
+    with caplog.at_level("WARNING", logger="worker_app.configure"):
+        app = configure(Celery("proj", set_as_current=False, broker="rediss://r.internal:6380/0"))
+    assert app.conf.broker_use_ssl["ssl_cert_reqs"] == ssl.CERT_NONE
+    assert "WORKER_APP_REDIS_TLS_CERT_REQS=none" in caplog.text
