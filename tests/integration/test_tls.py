@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import StartWorker, records
+from tests.support.ports import free_port
+from tests.support.prom import scrape, total
 from tests.support.redis_server import RedisServer, ServerTLS, start_redis
 from tests.support.tls import CertificateAuthority
 from tests.support.waiting import wait_until
@@ -272,3 +274,24 @@ def test_redbeat_holds_its_lock_and_schedule_over_tls(
     finally:
         os.killpg(beat.process.pid, signal.SIGKILL)
         beat.process.wait()
+
+
+def test_the_exporter_reads_queues_and_the_dlq_over_tls(
+    worker_env: dict[str, str], client_app: Any, tmp_path: Path
+) -> None:
+    """``worker-app exporter`` over ``rediss://`` (with the client certificate): the length of a
+    queue nobody consumes here equals what was published to it."""
+    port = free_port()
+    args = ["worker_app.cli", "exporter", "--port", str(port)]
+    exporter = start_worker(
+        args, worker_env, tmp_path / "exp.log", ready_text="exporter on http://"
+    )
+    try:
+        for _ in range(3):
+            client_app.send_task("examples.record", args=["x"], queue="critical")
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(lambda: total(scrape(url), "celery_queue_length", queue_name="critical") == 3,
+                   timeout=30, what="the exporter's queue length")  # fmt: skip
+        assert "worker_app_dlq" in scrape(url)
+    finally:
+        exporter.stop()
