@@ -329,6 +329,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     publish_min_replicas = 0
     #: ... for at most this long (ms), then raises PublishNotReplicatedError
     publish_replica_timeout = 1000
+    #: (pool, client): the synchronous client of :meth:`_create_client`, per pool
+    _sync_client: tuple[Any, Any] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -357,6 +359,21 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
                 "this channel's broker connection broke and was closed: it reaches no Redis"
             )
         return dict(super()._connparams(asynchronous))
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu's client; the synchronous one is built once per connection pool and reused.
+        kombu builds a new redis-py client for every command outside the poll (each
+        ``conn_or_acquire``): ~150-300 µs of CPU each (redis-py copies its ~170 response
+        callbacks into a new dict), twice per task in the worker's main process (the unacked
+        record and the ack). A client holds no connection of its own: every command takes one
+        from the pool and gives it back, so sharing it changes nothing else."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        cached = self._sync_client
+        if cached is None or cached[0] is not pool:
+            cached = self._sync_client = (pool, super()._create_client())
+        return cached[1]
 
     # -- taking messages ---------------------------------------------------------
     def _brpop_start(self, timeout: float | None = None) -> None:
