@@ -119,6 +119,45 @@ def test_a_consumer_closing_returns_what_it_holds_and_leaves_the_registry(
     assert int(client.get(DEAD) or 0) == dead_before  # not a death
 
 
+def test_a_channel_reuses_one_client_per_pool_and_acks_through_it(
+    connect: Any, redis_server: RedisServer
+) -> None:
+    """The unacked record and the ack go through one client per channel (kombu built a new
+    redis-py client for each), on the channel's pool, each in one script (atomic); a new pool
+    gets a new client."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    connect().SimpleQueue(queue).put({"n": 1})
+    holder = connect()
+    _simple, message = _take(holder, queue)
+    channel = holder.default_channel
+    first = channel._create_client()
+    with channel.conn_or_acquire() as again:
+        assert again is first
+    assert first.connection_pool is channel.pool
+    assert client.hget("unacked", message.delivery_tag) is not None
+    assert client.zscore("unacked_index", message.delivery_tag) is not None
+    assert client.sismember(channel.owned_key, message.delivery_tag)
+    assert client.llen(channel.inflight_key) == 0  # out of the in-flight list with the record
+    before = client.info("commandstats")
+    message.ack()
+    after = client.info("commandstats")
+    assert client.hget("unacked", message.delivery_tag) is None
+    assert client.zscore("unacked_index", message.delivery_tag) is None
+    assert not client.sismember(channel.owned_key, message.delivery_tag)
+
+    def calls(stats: dict[str, Any], command: str) -> int:
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    # One script, not a MULTI/EXEC of three commands.
+    assert calls(after, "eval") == calls(before, "eval") + 1
+    assert calls(after, "multi") == calls(before, "multi")
+    channel._pool = None  # kombu drops its pool (a reconnect): the next client uses the new one
+    fresh = channel._create_client()
+    assert fresh is not first and fresh.connection_pool is channel.pool
+    assert channel._create_client(asynchronous=True) is not fresh  # the poll's own client
+
+
 def test_a_process_returns_what_its_broken_connection_held_without_counting_a_death(
     connect: Any, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

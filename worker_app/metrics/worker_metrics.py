@@ -155,15 +155,32 @@ def _eta_timestamp(request: Any) -> float | None:
         return None
 
 
+#: Label children by (metric, label values), resolved once per process: ``labels()`` validates
+#: and looks its labels up on every call (~4 µs each, about eight per task).
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+#: (name, hostname, queue) whose outcome counters this process created at 0.
+_announced: set[tuple[str, str, str]] = set()
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 def _on_received(request: Any = None, **_: Any) -> None:
     if request is None:
         return
     labels = (str(request.name), _hostname(request), _queue(request))
-    received.labels(*labels).inc()
-    # Outcomes that have not happened yet read 0, not "no data" (as celery-exporter's do).
-    for counter in (started, succeeded, retried, rejected, revoked):
-        counter.labels(*labels)
-    failed.labels(*labels, "")
+    _child(received, *labels).inc()
+    if labels not in _announced:
+        # Outcomes that have not happened yet read 0, not "no data" (as celery-exporter's do).
+        _announced.add(labels)
+        for counter in (started, succeeded, retried, rejected, revoked):
+            counter.labels(*labels)
+        failed.labels(*labels, "")
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
@@ -172,13 +189,13 @@ def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     now = time.time()
     _started_at[task_id] = time.monotonic()
     name, host, queue = _labels(task)
-    started.labels(name, host, queue).inc()
+    _child(started, name, host, queue).inc()
     published = getattr(task.request, PUBLISHED_AT, None)
     if published is None:
-        queue_wait_unknown.labels(name, queue).inc()
+        _child(queue_wait_unknown, name, queue).inc()
         return
     due = max(float(published), _eta_timestamp(task.request) or 0.0)
-    queue_wait.labels(name, queue).observe(max(0.0, now - due))
+    _child(queue_wait, name, queue).observe(max(0.0, now - due))
 
 
 def _on_postrun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
@@ -186,13 +203,15 @@ def _on_postrun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         return
     began = _started_at.pop(task_id, None)
     if began is not None:
-        runtime.labels(*_labels(task)).observe(time.monotonic() - began)
-    peak_rss.labels(task.name).observe(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        _child(runtime, *_labels(task)).observe(time.monotonic() - began)
+    _child(peak_rss, str(task.name)).observe(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
 
 
 def _on_success(sender: Any = None, **_: Any) -> None:
     if sender is not None:
-        succeeded.labels(*_labels(sender)).inc()
+        _child(succeeded, *_labels(sender)).inc()
 
 
 def _on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
