@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ def _wait(check: Callable[[], bool], timeout: float) -> None:
 
 
 def _preload(server: RedisServer, variant: str, count: int) -> None:
-    """``count`` copies of one real message published by the variant's own producer."""
+    """``count`` copies of one real message published by the variant's own producer, each
+    with its own task id and delivery tag."""
     producer = "stock" if variant == "stock" else "worker_app"
     subprocess.run(
         [sys.executable, "-m", "tests.bench.publish_latency", producer, "0"],
@@ -86,12 +88,21 @@ def _preload(server: RedisServer, variant: str, count: int) -> None:
     template = client.lindex("default", 0)
     assert template is not None, "the producer published nothing"
     client.delete("default")
-    body = template.decode().replace("bench.plain_noop", TASK[variant]).encode()
+    message = json.loads(template.decode().replace("bench.plain_noop", TASK[variant]))
     remaining = count
     while remaining > 0:
         batch = min(remaining, 5000)
-        client.lpush("default", *([body] * batch))
+        client.lpush("default", *(_copy(message) for _ in range(batch)))
         remaining -= batch
+
+
+def _copy(message: dict[str, Any]) -> str:
+    """``message`` as another task: its own task id and delivery tag, as a producer makes them
+    (identical copies would share one unacked entry and one result key)."""
+    task_id, tag = str(uuid.uuid4()), str(uuid.uuid4())
+    headers = {**message["headers"], "id": task_id, "root_id": task_id}
+    properties = {**message["properties"], "correlation_id": task_id, "delivery_tag": tag}
+    return json.dumps({**message, "headers": headers, "properties": properties})
 
 
 def _throughput_worker(server: RedisServer, variant: str, log: Path) -> WorkerProcess:
