@@ -12,6 +12,7 @@ Sentinels' own credentials and the master (service) name come from the settings
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -78,10 +79,47 @@ class SentinelConfig:
             kwargs["password"] = self.password
         return kwargs
 
-    def client_kwargs(self) -> dict[str, Any]:
+    def client_kwargs(self) -> SentinelKwargs:
         """``sentinel_kwargs`` for a client of the Sentinels: the credentials, and one
         connection attempt per Sentinel (``one_attempt``)."""
-        return {"retry": one_attempt(), **self.sentinel_kwargs()}
+        return SentinelKwargs({"retry": one_attempt(), **self.sentinel_kwargs()})
+
+
+class SentinelKwargs(Mapping[str, Any]):
+    """The Sentinels' connection arguments, as kept in the broker's transport options: a
+    read-only mapping that kombu and redis-py unpack like a dict, but that serializes (as the
+    remote control's ``stats`` reply, which carries the transport options, does) with the
+    password masked and the retry policy described, not as the ``Retry`` object JSON cannot
+    encode. A plain dict there left every worker on Sentinel without an answer to ``stats``."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = dict(kwargs)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._kwargs[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kwargs)
+
+    def __len__(self) -> int:
+        return len(self._kwargs)
+
+    def __repr__(self) -> str:
+        return f"SentinelKwargs({self.__json__()!r})"
+
+    def __json__(self) -> dict[str, Any]:
+        """What kombu's JSON encoder writes: no secret, nothing it cannot encode."""
+        shown: dict[str, Any] = {}
+        for key, value in self._kwargs.items():
+            if key == "password":
+                shown[key] = "********"
+            elif isinstance(value, Retry):
+                shown[key] = f"{value.get_retries()} retries"
+            elif isinstance(value, (str, int, float, bool)) or value is None:
+                shown[key] = value
+            else:
+                shown[key] = type(value).__name__
+        return shown
 
 
 def one_attempt() -> Retry:
@@ -141,5 +179,5 @@ def redbeat_options(url: str, config: SentinelConfig) -> tuple[str, dict[str, An
         options["username"] = parsed.username
     if parsed.password:
         options["password"] = parsed.password
-    options["sentinel_kwargs"] = {"socket_timeout": 10, **config.client_kwargs()}
+    options["sentinel_kwargs"] = SentinelKwargs({"socket_timeout": 10, **config.client_kwargs()})
     return "redis-sentinel://", options

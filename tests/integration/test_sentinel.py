@@ -195,7 +195,18 @@ def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
     worker = start_sentinel_worker(env, "default", "--concurrency", "1")
     port = free_port()
     exporter = start_worker(
-        ["worker_app.cli", "exporter", "--port", str(port), "--no-events"],
+        # The exporter asks the workers for their queues (the ``stats`` broadcast) every
+        # second, through the failover: the worker answers (CI once saw a reply that could not
+        # be serialized, the Sentinels' options, logged over and over while a replay waited).
+        [
+            "worker_app.cli",
+            "exporter",
+            "--port",
+            str(port),
+            "--no-events",
+            "--inspect-interval",
+            "1",
+        ],
         {**env, "WORKER_APP_LOG_FORMAT": "text"},
         tmp_path / "exporter.log",
         ready_text="exporter on http://",
@@ -232,6 +243,12 @@ def test_dead_letters_through_sentinel_survive_a_failover_and_replay(
         lambda: exported("worker_app_exporter_broker_up") == 1, timeout=20, what="exporter up"
     )
     assert exported("worker_app_dlq_entries") == 1
+    # The worker answers the exporter's broadcasts: its queue and its one pool process.
+    wait_until(
+        lambda: exported('celery_active_process_count{queue_name="default"}') == 1,
+        timeout=30,
+        what="the worker's pool process, counted through the remote control",
+    )
 
     master = cluster.master_client()
     master.set(f"worker_app:examples:fixed:{token}", 1)
@@ -321,6 +338,13 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     token = uuid.uuid4().hex[:8]
     before = app.send_task("examples.record", args=[f"{token}-before"], queue="default")
     assert before.get(timeout=30) == f"{token}-before"
+    # The remote control's stats (Flower's worker page, the exporter's consumer counts) carry
+    # the broker's transport options: they serialize, without the Sentinels' password.
+    stats = app.control.inspect(timeout=5).stats() or {}
+    assert [s["pool"]["max-concurrency"] for s in stats.values()] == [1], stats
+    sentinel_kwargs = next(iter(stats.values()))["broker"]["transport_options"]["sentinel_kwargs"]
+    assert sentinel_kwargs["username"] == SENTINEL_USER
+    assert SENTINEL_PASSWORD not in json.dumps(stats)
     time.sleep(1.5)  # the worker waits on a bell (a blocked BRPOP) of the primary
     old = cluster.primary()
     sentinel = cluster.sentinels[0]

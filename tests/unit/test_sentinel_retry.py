@@ -25,6 +25,9 @@ from worker_app.configuration import transport_options
 from worker_app.sentinel import SentinelConfig, master_client, redbeat_options
 from worker_app.settings import Settings
 
+SECRET = "sentinel-pw"  # noqa: S105 - test credentials
+MASKED = "********"
+
 
 class DroppingListener:
     """A TCP listener on 127.0.0.1 that accepts and closes every connection, counting them."""
@@ -108,3 +111,32 @@ def test_redbeat_options_try_each_dead_sentinel_once(
     with pytest.raises(MasterNotFoundError):
         sentinel.master_for(options["service_name"]).ping()
     assert [s.accepted for s in dead_sentinels] == [1, 1]
+
+
+def test_the_sentinel_options_serialize_for_the_remote_control_without_the_password() -> None:
+    """A worker's ``stats`` reply carries its broker's transport options through kombu's JSON:
+    the Sentinels' options encode (a bare ``Retry`` did not, and the worker never answered),
+    with the password masked, and still unpack as the connection arguments."""
+    from kombu.utils.json import dumps, loads  # noqa: PLC0415
+
+    settings = Settings.from_env(
+        {
+            "CELERY_BROKER_URL": "sentinel://celery:data-pw@127.0.0.1:26379/0",
+            "WORKER_APP_SENTINEL_MASTER": "main",
+            "WORKER_APP_SENTINEL_USERNAME": "sentinel-user",
+            "WORKER_APP_SENTINEL_PASSWORD": SECRET,
+        }
+    )
+    options = transport_options(settings)
+    shown = loads(dumps({"transport_options": options}))["transport_options"]
+    assert shown["sentinel_kwargs"] == {
+        "retry": "0 retries",
+        "username": "sentinel-user",
+        "password": MASKED,
+    }
+    assert SECRET not in dumps(options)
+    unpacked = dict(**options["sentinel_kwargs"])
+    assert unpacked["password"] == SECRET
+    assert unpacked["retry"].get_retries() == 0
+    _, redbeat = redbeat_options(settings.broker_url, SentinelConfig("main", password=SECRET))
+    assert loads(dumps(redbeat))["sentinel_kwargs"]["password"] == MASKED
