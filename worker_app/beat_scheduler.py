@@ -104,10 +104,15 @@ def redis_url(settings: Settings) -> str:
 
 
 def redis_use_ssl(settings: Settings) -> dict[str, Any] | bool:
-    """``redbeat_redis_use_ssl``: the TLS of ``settings`` for a ``rediss://`` state Redis, else
+    """``redbeat_redis_use_ssl``: the TLS of ``settings`` for a ``rediss://`` state Redis (or a
+    ``sentinel://`` one with ``WORKER_APP_SENTINEL_TLS``: RedBeat then reaches the master over
+    TLS, the Sentinels through ``sentinel_kwargs``), else
     False (never RedBeat's fallback, the broker's ``broker_use_ssl``: the state Redis may be
     another server, and a dict turns TLS on for Sentinel-managed connections)."""
-    return settings.tls.redis_kwargs() if is_tls_url(settings.state_redis_url) else False
+    url = settings.state_redis_url
+    sentinel = settings.sentinel
+    sentinel_tls = sentinel is not None and sentinel.tls is not None and is_sentinel_url(url)
+    return settings.tls.redis_kwargs() if is_tls_url(url) or sentinel_tls else False
 
 
 def configure_beat(conf: Any, settings: Settings, set_by_user: Callable[[Any, str], bool]) -> None:

@@ -196,15 +196,23 @@ def sentinel_options(settings: Settings, current: dict[str, Any] | None) -> dict
 def use_tls(conf: Any, settings: Settings) -> None:
     """Celery's ``broker_use_ssl`` (a ``rediss://`` broker) and ``redis_backend_use_ssl`` (a
     ``rediss://`` result backend) from ``settings.tls``, where the app set none: the server's
-    certificate verified (kombu alone would take a ``rediss://`` URL without options unverified)."""
+    certificate verified (kombu alone would take a ``rediss://`` URL without options unverified).
+    A ``sentinel://`` URL counts as TLS with ``WORKER_APP_SENTINEL_TLS``: the data nodes the
+    Sentinels name are then reached over TLS (the Sentinels themselves through
+    ``sentinel_kwargs``, see :func:`sentinel_options`)."""
     options = settings.tls.redis_kwargs()
-    if is_tls_url(conf.broker_url) and not conf.broker_use_ssl:
+    sentinel_tls = settings.sentinel is not None and settings.sentinel.tls is not None
+
+    def on_tls(url: Any) -> bool:
+        return isinstance(url, str) and (is_tls_url(url) or (sentinel_tls and is_sentinel_url(url)))
+
+    if on_tls(conf.broker_url) and not conf.broker_use_ssl:
         conf.broker_use_ssl = dict(options)
     backend = conf.result_backend
-    if isinstance(backend, str) and is_tls_url(backend) and not conf.redis_backend_use_ssl:
+    if on_tls(backend) and not conf.redis_backend_use_ssl:
         conf.redis_backend_use_ssl = dict(options)
     if not settings.tls.verifies and any(
-        is_tls_url(url) for url in (conf.broker_url, backend, settings.state_redis_url)
+        on_tls(url) for url in (conf.broker_url, backend, settings.state_redis_url)
     ):
         logger.warning(
             "WORKER_APP_REDIS_TLS_CERT_REQS=none: Redis's certificate is not verified; the "

@@ -7,7 +7,9 @@ A broker URL names every Sentinel, separated by ``;`` (kombu's format)::
 
 The user, password and database of the URLs are those of the Redis data nodes; the
 Sentinels' own credentials and the master (service) name come from the settings
-(``WORKER_APP_SENTINEL_*``) or the app's ``broker_transport_options``.
+(``WORKER_APP_SENTINEL_*``) or the app's ``broker_transport_options``. With
+``WORKER_APP_SENTINEL_TLS`` the Sentinels and the data nodes are reached over TLS, verified as
+``WORKER_APP_REDIS_TLS_*`` say (``worker_app.tls``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from worker_app.tls import TLSConfig
 
 SCHEME = "sentinel"
 
@@ -64,15 +68,22 @@ class SentinelURL:
 
 @dataclass(frozen=True)
 class SentinelConfig:
-    """The master (service) name and the Sentinels' own credentials."""
+    """The master (service) name, the Sentinels' own credentials, and the TLS of the
+    connections to the Sentinels and to the data nodes they name (None: plain TCP)."""
 
     master: str
     username: str | None = None
     password: str | None = None
+    tls: TLSConfig | None = None
+
+    def data_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for the data nodes beyond the URL's: TLS, if on (redis-py's
+        ``ssl`` picks its Sentinel-managed TLS connection)."""
+        return {"ssl": True, **self.tls.redis_kwargs()} if self.tls is not None else {}
 
     def sentinel_kwargs(self) -> dict[str, Any]:
         """Connection arguments for the Sentinels themselves (kombu's ``sentinel_kwargs``)."""
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = self.data_kwargs()
         if self.username:
             kwargs["username"] = self.username
         if self.password:
@@ -141,7 +152,7 @@ def master_client(url: str, config: SentinelConfig, **connection: Any) -> Any:
         list(parsed.sentinels),
         sentinel_kwargs={**connection_timeouts(connection), **config.client_kwargs()},
     )
-    data: dict[str, Any] = {"db": parsed.db, **connection}
+    data: dict[str, Any] = {"db": parsed.db, **config.data_kwargs(), **connection}
     if parsed.username:
         data["username"] = parsed.username
     if parsed.password:

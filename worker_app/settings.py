@@ -112,6 +112,9 @@ class Settings:
     sentinel_master: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    # Whether the Sentinels and the data nodes they name are reached over TLS (verified as the
+    # redis_tls_* fields say): a sentinel:// URL has no TLS scheme of its own.
+    sentinel_tls: bool = False
     # A publish returns only once this many replicas have the message (Redis WAIT; 0: off),
     # waiting at most this long (ms) before it raises.
     publish_min_replicas: int = 0
@@ -147,7 +150,12 @@ class Settings:
         """The Sentinel master and credentials (None: no master name is set)."""
         if not self.sentinel_master:
             return None
-        return SentinelConfig(self.sentinel_master, self.sentinel_username, self.sentinel_password)
+        return SentinelConfig(
+            self.sentinel_master,
+            self.sentinel_username,
+            self.sentinel_password,
+            tls=self.tls if self.sentinel_tls else None,
+        )
 
     def check_sentinel(self, master_elsewhere: bool = False) -> None:
         """Refuse a ``sentinel://`` URL without a master name (``master_elsewhere``: the
@@ -207,6 +215,7 @@ class Settings:
             sentinel_master=source.get("WORKER_APP_SENTINEL_MASTER") or None,
             sentinel_username=source.get("WORKER_APP_SENTINEL_USERNAME") or None,
             sentinel_password=source.get("WORKER_APP_SENTINEL_PASSWORD") or None,
+            sentinel_tls=_bool(source, "WORKER_APP_SENTINEL_TLS", cls.sentinel_tls),
             publish_min_replicas=_int(
                 source, "WORKER_APP_PUBLISH_MIN_REPLICAS", cls.publish_min_replicas
             ),

@@ -2,7 +2,8 @@
 
 A ``redis://`` URL gets a plain client, a ``rediss://`` URL a TLS client verified as
 ``WORKER_APP_REDIS_TLS_*`` say (``worker_app.tls``); a ``sentinel://`` URL (kombu's format) a
-client of the current master, found through the Sentinels, that follows a failover.
+client of the current master, found through the Sentinels, that follows a failover (over TLS
+with ``WORKER_APP_SENTINEL_TLS``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import redis
 
-from worker_app.sentinel import SentinelConfig, is_sentinel_url, master_client
+from worker_app.sentinel import SentinelConfig, SentinelURL, is_sentinel_url, master_client
 from worker_app.settings import Settings, SettingsError
 from worker_app.tls import TLSConfig, is_tls_url, refused
 
@@ -26,6 +27,8 @@ _CONNECTION: dict[str, Any] = {
     "health_check_interval": 30,
     "retry_on_timeout": True,
 }
+# A check's connection to one Sentinel.
+_SENTINEL: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
 
 
 def client_for(
@@ -73,13 +76,44 @@ def check_tls(settings: Settings) -> None:
     """Connect to each ``rediss://`` Redis of ``settings`` (the broker's, worker_app's own) and
     raise :class:`worker_app.tls.TLSRefusedError` (one line) when its TLS handshake fails: a
     certificate nobody trusts does not become valid by retrying. Any other error (Redis down)
-    passes: a worker waits for Redis."""
+    passes: a worker waits for Redis. With ``WORKER_APP_SENTINEL_TLS`` a ``sentinel://`` URL's
+    Sentinels, and the master they name, are checked the same way."""
+    sentinel = settings.sentinel
     for url in dict.fromkeys((settings.broker_url, settings.state_redis_url)):
-        if not is_tls_url(url):
-            continue
+        if is_tls_url(url):
+            _check(lambda url=url: client_for(url, None, settings.tls), url, settings.tls)
+        elif is_sentinel_url(url) and sentinel is not None and sentinel.tls is not None:
+            _check_sentinels(url, sentinel, sentinel.tls)
+
+
+def _check(connect: Any, where: str, tls: TLSConfig) -> None:
+    """Ping the client ``connect()`` returns; a failed TLS handshake with the Redis at
+    ``where`` (a URL) becomes :class:`worker_app.tls.TLSRefusedError`."""
+    try:
+        connect().ping()
+    except redis.RedisError as exc:
+        error = refused(exc, where, tls)
+        if error is not None:
+            raise error from None
+
+
+def _check_sentinels(url: str, sentinel: SentinelConfig, tls: TLSConfig) -> None:
+    """Each Sentinel of ``url`` over TLS, then the master they name."""
+    for host, port in SentinelURL.parse(url).sentinels:
+
+        def to_sentinel(host: str = host, port: int = port) -> redis.Redis:
+            return redis.Redis(host=host, port=port, **_SENTINEL, **sentinel.client_kwargs())
+
+        _check(to_sentinel, f"rediss://{host}:{port}", tls)
+    client = client_for(url, sentinel, tls)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
         try:
-            client_for(url, None, settings.tls).ping()
-        except redis.RedisError as exc:
-            error = refused(exc, url, settings.tls)
-            if error is not None:
-                raise error from None
+            pool: Any = client.connection_pool  # a SentinelConnectionPool
+            host, port = pool.get_master_address()
+        except redis.RedisError:
+            return  # no master found: Sentinel's own trouble, not TLS (a worker waits)
+        error = refused(exc, f"rediss://{host}:{port}", tls)
+        if error is not None:
+            raise error from None

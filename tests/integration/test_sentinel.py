@@ -29,6 +29,7 @@ from tests.support.sentinel import (
     SentinelCluster,
     start_cluster,
 )
+from tests.support.tls import CertificateAuthority
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, start_worker
 from worker_app.broker_transport import PublishNotReplicatedError
@@ -462,3 +463,51 @@ def _read(client: Any, key: str) -> Any:
         return client.get(key)
     except redis.ConnectionError:
         return None
+
+
+def test_sentinel_over_tls_workers_dead_letters_and_a_failover(
+    tmp_path: Path, start_sentinel_worker: StartWorker
+) -> None:
+    """``WORKER_APP_SENTINEL_TLS=yes``: every data node and Sentinel listens only with TLS and
+    requires client certificates, replication and monitoring run over TLS. A worker on the
+    ``sentinel://`` URL runs tasks, dead-letters one that ``worker-app dlq list`` reads through
+    the Sentinels, and after the primary is SIGKILLed runs the next task on the new primary;
+    a worker whose CA does not sign the certificates stops with one line."""
+    ca = CertificateAuthority.create(tmp_path / "ca")
+    cluster = start_cluster(tmp_path / "tls-sentinel", tls=ca)
+    try:
+        env = cluster.env()
+        start_sentinel_worker(env, "default", "--concurrency", "1")
+        app = producer(env)
+        master = cluster.master_client()
+        token = uuid.uuid4().hex[:8]
+        app.send_task("examples.record", args=[f"{token}-before"], queue="default")
+        wait_until(lambda: master.exists(f"{RAN}{token}-before"), timeout=30, what="a task ran")
+        app.send_task("examples.always_fails", args=[token], queue="default")
+
+        def listed() -> list[dict[str, Any]]:
+            done = cli(env, "dlq", "list", "--json")
+            assert done.returncode == 0, done.stderr
+            return [e for e in json.loads(done.stdout) if e["args"] == [token]]
+
+        wait_until(listed, timeout=30, what="the dead letter, listed through TLS Sentinels")
+        old = cluster.kill_primary()
+        cluster.wait_for_promotion(old)
+        app.send_task("examples.record", args=[f"{token}-after"], queue="default")
+        master = cluster.master_client()
+        wait_until(
+            lambda: master.exists(f"{RAN}{token}-after"), timeout=60, what="a task ran after"
+        )
+        other = CertificateAuthority.create(tmp_path / "other-ca", name="another CA")
+        refused = cli(
+            {**env, "WORKER_APP_REDIS_TLS_CA_FILE": str(other.cert_file)},
+            "worker", "--pool", "default", "--metrics-port", "0",
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        sentinel_port = cluster.sentinels[0].port
+        assert (
+            f"TLS to Redis at 127.0.0.1:{sentinel_port} refused: the server's certificate is "
+            f"not signed by a CA in the CA file {other.cert_file}"
+        ) in refused.stderr
+    finally:
+        cluster.stop()

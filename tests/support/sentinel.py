@@ -5,6 +5,9 @@ Data nodes have no default user; they know ``celery`` (clients), ``replica`` (re
 and ``sentinel`` (what Sentinel needs on a data node). The Sentinels have no default user
 either: clients and peers use ``admin``. Failure detection is short
 (``down-after-milliseconds`` 1000) so a failover takes seconds.
+
+With a CA (``start_cluster(..., tls=ca)``) every node and Sentinel listens only with TLS
+(``port 0``), requires client certificates, and replicates and monitors over TLS.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import redis
 from redis.sentinel import Sentinel
 
 from tests.support.ports import free_port
+from tests.support.tls import CertificateAuthority
 
 MASTER = "celery-master"
 CELERY_PASSWORD = "celery-secret"  # noqa: S105 - test credentials
@@ -48,6 +52,8 @@ class Node:
     workdir: Path
     args: list[str]
     process: subprocess.Popen[bytes] | None = None
+    # redis-py's TLS arguments for a connection to it (none without TLS).
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> None:
         """Start it (again), in its own directory (a Sentinel rewrites its config there)."""
@@ -98,6 +104,8 @@ class SentinelCluster:
     sentinels: list[Node]
     master: str = MASTER
     killed: list[Node] = field(default_factory=list)
+    # The worker_app environment of its TLS (none without TLS).
+    tls_env: dict[str, str] = field(default_factory=dict)
 
     # -- what clients use --------------------------------------------------------------
     def url(self, db: int = 0) -> str:
@@ -114,6 +122,7 @@ class SentinelCluster:
             "WORKER_APP_SENTINEL_MASTER": self.master,
             "WORKER_APP_SENTINEL_USERNAME": SENTINEL_USER,
             "WORKER_APP_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+            **self.tls_env,
         }
 
     def node_client(self, node: Node, **kwargs: Any) -> redis.Redis:
@@ -124,18 +133,22 @@ class SentinelCluster:
             username="celery",
             password=CELERY_PASSWORD,
             socket_timeout=5,
+            **node.client_kwargs,
             **kwargs,
         )
 
     def sentinel_client(self) -> Sentinel:
+        tls = self.data[0].client_kwargs
         return Sentinel(
             [("127.0.0.1", node.port) for node in self.sentinels],
             sentinel_kwargs={
                 "username": SENTINEL_USER,
                 "password": SENTINEL_PASSWORD,
                 "socket_timeout": 1,
+                **tls,
             },
             socket_timeout=5,
+            **tls,
         )
 
     def master_client(self) -> redis.Redis:
@@ -259,12 +272,30 @@ class SentinelCluster:
 def start_cluster(
     workdir: Path, replicas: int = 2, sentinels: int = 3, *,
     down_after_ms: int = DOWN_AFTER_MS, failover_timeout_ms: int = FAILOVER_TIMEOUT_MS,
+    tls: CertificateAuthority | None = None,
 ) -> SentinelCluster:  # fmt: skip
     """Start a primary, ``replicas`` replicas and ``sentinels`` Sentinels (quorum 2), all
-    with ACL users, and wait until the Sentinels see the replicas."""
+    with ACL users, and wait until the Sentinels see the replicas. With ``tls`` (a CA), all
+    of them on TLS only, client certificates required."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run 'apt-get install redis-server'")
+    client_kwargs: dict[str, Any] = {}
+    tls_env: dict[str, str] = {}
+    if tls is not None:
+        client = tls.issue("sentinel-cluster-client", client=True)
+        client_kwargs = {
+            "ssl": True,
+            "ssl_ca_certs": str(tls.cert_file),
+            "ssl_certfile": str(client.cert_file),
+            "ssl_keyfile": str(client.key_file),
+        }
+        tls_env = {
+            "WORKER_APP_SENTINEL_TLS": "yes",
+            "WORKER_APP_REDIS_TLS_CA_FILE": str(tls.cert_file),
+            "WORKER_APP_REDIS_TLS_CERT_FILE": str(client.cert_file),
+            "WORKER_APP_REDIS_TLS_KEY_FILE": str(client.key_file),
+        }
     data: list[Node] = []
     primary_port = free_port()
     for index in range(1 + replicas):
@@ -294,9 +325,11 @@ def start_cluster(
         ]  # fmt: skip
         if index:
             args += ["--replicaof", "127.0.0.1", str(primary_port)]
-        node = Node(f"data{index}", port, node_dir, args)
+        if tls is not None:
+            args = _tls_only(args, port, tls, f"data{index}")
+        node = Node(f"data{index}", port, node_dir, args, client_kwargs=client_kwargs)
         data.append(node)
-    cluster = SentinelCluster(data=data, sentinels=[])
+    cluster = SentinelCluster(data=data, sentinels=[], tls_env=tls_env)
     for node in data:
         node.start()
     for node in data:
@@ -309,9 +342,20 @@ def start_cluster(
         node_dir = workdir / f"sentinel{index}"
         node_dir.mkdir(parents=True, exist_ok=True)
         config = node_dir / "sentinel.conf"
+        listen = f"port {port}\n"
+        if tls is not None:
+            server, peer = (
+                tls.issue(f"sentinel{index}"),
+                tls.issue(f"sentinel{index}-peer", client=True),
+            )
+            listen = (
+                f"port 0\ntls-port {port}\ntls-replication yes\ntls-auth-clients yes\n"
+                f"tls-cert-file {server.cert_file}\ntls-key-file {server.key_file}\n"
+                f"tls-client-cert-file {peer.cert_file}\ntls-client-key-file {peer.key_file}\n"
+                f"tls-ca-cert-file {tls.cert_file}\n"
+            )
         config.write_text(
-            f"port {port}\n"
-            "bind 127.0.0.1\n"
+            listen + "bind 127.0.0.1\n"
             f"dir {node_dir}\n"
             f"logfile {node_dir / 'redis.log'}\n"
             "user default off\n"
@@ -325,7 +369,10 @@ def start_cluster(
             f"sentinel failover-timeout {MASTER} {failover_timeout_ms}\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
         )
-        node = Node(f"sentinel{index}", port, node_dir, [binary, str(config), "--sentinel"])
+        node = Node(
+            f"sentinel{index}", port, node_dir, [binary, str(config), "--sentinel"],
+            client_kwargs=client_kwargs,
+        )  # fmt: skip
         cluster.sentinels.append(node)
         node.start()
     try:
@@ -339,6 +386,21 @@ def start_cluster(
     return cluster
 
 
+def _tls_only(args: list[str], port: int, ca: CertificateAuthority, name: str) -> list[str]:
+    """A data node's arguments on TLS only: ``port`` becomes its TLS port, replication over
+    TLS, client certificates required (its own, as a replica, from the same CA)."""
+    server, peer = ca.issue(name), ca.issue(f"{name}-peer", client=True)
+    at = args.index("--port")
+    return [
+        *args[:at], "--port", "0", "--tls-port", str(port), *args[at + 2 :],
+        "--tls-cert-file", str(server.cert_file), "--tls-key-file", str(server.key_file),
+        "--tls-client-cert-file", str(peer.cert_file),
+        "--tls-client-key-file", str(peer.key_file),
+        "--tls-ca-cert-file", str(ca.cert_file),
+        "--tls-auth-clients", "yes", "--tls-replication", "yes",
+    ]  # fmt: skip
+
+
 def _sentinel_conn(node: Node) -> redis.Redis:
     return redis.Redis(
         host="127.0.0.1",
@@ -346,6 +408,7 @@ def _sentinel_conn(node: Node) -> redis.Redis:
         username=SENTINEL_USER,
         password=SENTINEL_PASSWORD,
         socket_timeout=1,
+        **node.client_kwargs,
     )
 
 

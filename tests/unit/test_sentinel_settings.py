@@ -5,6 +5,9 @@ processes: tests/integration/test_sentinel.py.)"""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import kombu.transport
 import pytest
 from celery import Celery
@@ -33,6 +36,8 @@ ENV_NAMES = (
     "WORKER_APP_SENTINEL_PASSWORD",
     "WORKER_APP_PUBLISH_MIN_REPLICAS",
     "WORKER_APP_PUBLISH_REPLICA_TIMEOUT_MS",
+    "WORKER_APP_SENTINEL_TLS",
+    "WORKER_APP_REDIS_TLS_CA_FILE",
 )
 
 
@@ -151,3 +156,44 @@ def test_redbeat_options_name_the_sentinels_the_master_and_both_credentials() ->
         "username": "admin",
         "password": "pw",
     }
+
+
+def test_sentinel_tls_puts_every_sentinel_client_on_tls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``WORKER_APP_SENTINEL_TLS=yes``: kombu's data-node connections (``broker_use_ssl``), the
+    Sentinels' (``sentinel_kwargs``), Celery's Sentinel result backend, RedBeat's and
+    worker_app's own clients all get the verified TLS of ``WORKER_APP_REDIS_TLS_*``; without
+    it, none does."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text("not read here")
+    monkeypatch.setenv("CELERY_BROKER_URL", URL)
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", URL.replace("/2", "/3"))
+    monkeypatch.setenv("WORKER_APP_SENTINEL_MASTER", "celery-master")
+    monkeypatch.setenv("WORKER_APP_REDIS_TLS_CA_FILE", str(ca))
+    plain = Celery("proj", set_as_current=False)
+    configure(plain)
+    assert not plain.conf.broker_use_ssl
+    assert "ssl" not in plain.conf.broker_transport_options["sentinel_kwargs"]
+    assert plain.conf.redbeat_redis_use_ssl is False
+
+    monkeypatch.setenv("WORKER_APP_SENTINEL_TLS", "yes")
+    app = Celery("proj", set_as_current=False)
+    configure(app)
+    verified = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True,
+                "ssl_ca_certs": str(ca)}  # fmt: skip
+    assert app.conf.broker_use_ssl == verified
+    assert app.conf.redis_backend_use_ssl == verified
+    for options in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
+        assert dict(options["sentinel_kwargs"]) | {"retry": None} == {
+            "ssl": True, **verified, "retry": None,
+        }  # fmt: skip
+    assert app.conf.redbeat_redis_use_ssl == verified
+    assert app.conf.redbeat_redis_options["sentinel_kwargs"]["ssl"] is True
+    config = settings_of(app).sentinel
+    assert config is not None
+    assert config.data_kwargs() == {"ssl": True, **verified}
+
+    monkeypatch.setenv("WORKER_APP_SENTINEL_TLS", "maybe")
+    with pytest.raises(SettingsError, match="WORKER_APP_SENTINEL_TLS must be yes or no"):
+        configure(Celery("proj", set_as_current=False))
