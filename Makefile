@@ -190,7 +190,7 @@ compat: $(STAMP) ## celery-exporter's mixin dashboards and alerts on the e2e sta
 # The end-to-end stack last: E2E_KEEP_STACK=1 leaves it up for `make compat` to reuse (.ci/run).
 test: test-fast chaos-quick molecule-all rehearse-staging e2e ## Everything CI proves
 
-chaos: $(STAMP) ## Full chaos run (10,000 tasks, SIGKILLs, Redis restart) + 30 s Redis outage + Sentinel failovers (kill, host) + Beat failover, then the long forms of the integration tests; JSON in chaos-results/
+chaos: $(STAMP) ## Full chaos run (10,000 tasks, SIGKILLs, Redis restart) + 30 s Redis outage + Sentinel failovers (kill, host) + Beat failover, then the long forms of the integration tests; JSON in chaos-results/ (CHAOS_ARGS=--tls: Redis on TLS only)
 	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 	$(PYTEST) -rP -m long tests/integration
 

@@ -181,10 +181,15 @@ def main() -> int:
         default=ChaosConfig.visibility_timeout,
         help="WORKER_APP_VISIBILITY_TIMEOUT of the workers (s)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="Redis on TLS only (rediss://, client certificates) for the chaos and outage runs",
+    )
     args = parser.parse_args()
     config = ChaosConfig(tasks=args.tasks, publish_rate=args.rate, seed=args.seed,
                          consumer_grace=args.consumer_grace,
-                         visibility_timeout=args.visibility_timeout)  # fmt: skip
+                         visibility_timeout=args.visibility_timeout, tls=args.tls)  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     failures = []
     with tempfile.TemporaryDirectory(prefix="chaos-") as raw:

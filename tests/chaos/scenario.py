@@ -33,7 +33,8 @@ from kombu.exceptions import OperationalError
 from tests.chaos.fleet import Fleet
 from tests.chaos.ledger import Audit, Planned, audit, broker_idle, plan, queued
 from tests.chaos.recovery import UnackedSampler, consumers_of, recovery
-from tests.support.redis_server import RedisServer, start_redis
+from tests.support.redis_server import RedisServer, ServerTLS, start_redis
+from tests.support.tls import CertificateAuthority
 from worker_app.dlq.writer import store_for
 from worker_app.factory import create_app
 from worker_app.pools import load_catalogue
@@ -69,6 +70,8 @@ class ChaosConfig:
     seed: int = 20261122
     settle_timeout: float = 600.0
     loglevel: str = "WARNING"
+    # Redis on TLS only (``rediss://``, client certificates required, a throwaway CA).
+    tls: bool = False
 
 
 @dataclass
@@ -87,8 +90,12 @@ class Events:
 
 def _stack(workdir: Path, config: ChaosConfig) -> tuple[RedisServer, Any, Any, Fleet]:
     """Redis (AOF on), a producer app, the DLQ store, and the pools (not started yet)."""
-    server = start_redis(workdir / "redis", appendonly=True)
-    env = worker_env(server.url(0), config)
+    tls = None
+    if config.tls:
+        ca = CertificateAuthority.create(workdir / "ca")
+        tls = ServerTLS(ca, ca.issue("redis"), auth_clients="yes")
+    server = start_redis(workdir / "redis", appendonly=True, tls=tls)
+    env = {**worker_env(server.url(0), config), **tls_env(server)}
     settings = Settings.from_env(env)
     fleet = Fleet(
         workdir / "fleet", env, dict.fromkeys(QUEUE_NAMES, config.processes), config.loglevel
@@ -105,6 +112,18 @@ def worker_env(broker_url: str, config: ChaosConfig) -> dict[str, str]:
         "WORKER_APP_MAX_TIME_LIMIT": str(config.max_time_limit),
         "WORKER_APP_VISIBILITY_TIMEOUT": str(config.visibility_timeout),
         "WORKER_APP_CONSUMER_GRACE": str(config.consumer_grace),
+    }
+
+
+def tls_env(server: RedisServer) -> dict[str, str]:
+    """The TLS settings of a host that trusts ``server``'s CA and has a client certificate
+    (none for a plain server)."""
+    if server.tls is None or server.client_cert is None:
+        return {}
+    return {
+        "WORKER_APP_REDIS_TLS_CA_FILE": str(server.tls.ca.cert_file),
+        "WORKER_APP_REDIS_TLS_CERT_FILE": str(server.client_cert.cert_file),
+        "WORKER_APP_REDIS_TLS_KEY_FILE": str(server.client_cert.key_file),
     }
 
 
@@ -260,6 +279,7 @@ def run_chaos(
     gaps = [b["at"] - a["at"] for a, b in zip(events.kills, events.kills[1:], strict=False)]
     return {
         "config": {k: v for k, v in vars(config).items()},
+        "broker_url_scheme": server.url(0).split("://", 1)[0],
         "audit": final.as_dict(),
         "duplicate_publishes": sum(1 for t in planned if t.duplicate),
         "kills": {"total": len(events.kills), "main": kinds["main"], "child": kinds["child"],

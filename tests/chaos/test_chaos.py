@@ -1,7 +1,7 @@
 """The short chaos run and the Redis outage, inside `make test` (`make chaos` runs the full one).
 
 Real redis-server (AOF on), the four pools under a real supervisord, SIGKILLs at
-random, a Redis restart, a 30 s outage, and a Sentinel failover (a primary, two replicas, three
+random, a Redis restart (on plain TCP, and once with Redis on TLS only), a 30 s outage, and a Sentinel failover (a primary, two replicas, three
 Sentinels; the primary SIGKILLed mid-stream): every task is accounted for afterwards.
 """
 
@@ -20,14 +20,26 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 GRACE = 10  # WORKER_APP_CONSUMER_GRACE of the short runs (its minimum)
 
 
-def test_nothing_is_lost_under_sigkills_and_a_redis_restart(tmp_path: Path) -> None:
-    config = ChaosConfig(tasks=2000, kill_every=(1.0, 3.0), consumer_grace=GRACE)
+@pytest.mark.parametrize(
+    ("scheme", "tasks"),
+    [("redis", 2000), ("rediss", 1000)],
+    ids=["redis", "rediss-tls-only"],
+)
+def test_nothing_is_lost_under_sigkills_and_a_redis_restart(
+    tmp_path: Path, scheme: str, tasks: int
+) -> None:
+    """The no-loss transport under SIGKILLs and a Redis restart, on plain TCP and once on TLS
+    only (``rediss://``, client certificates required): the same guarantees."""
+    config = ChaosConfig(
+        tasks=tasks, kill_every=(1.0, 3.0), consumer_grace=GRACE, tls=scheme == "rediss"
+    )
     result: dict[str, Any] = run_chaos(tmp_path, config)
     audit = result["audit"]
     print({k: v for k, v in result.items() if k not in ("timeline", "kill_log")})
+    assert result["broker_url_scheme"] == scheme
     assert chaos_failures(result) == []
     assert audit["lost"] == 0 and audit["wrong_outcomes"] == []
-    assert audit["accounted"] == 2000
+    assert audit["accounted"] == tasks
     # The run did what it says: processes died of SIGKILL, Redis came back with its data.
     assert result["kills"]["total"] >= 3
     assert len(result["redis"]) == 1
