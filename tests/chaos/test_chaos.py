@@ -1,8 +1,9 @@
 """The short chaos run and the Redis outage, inside `make test` (`make chaos` runs the full one).
 
-Real redis-server (AOF on), the four pools under a real supervisord, SIGKILLs at
-random, a Redis restart (on plain TCP, and once with Redis on TLS only), a 30 s outage, and a Sentinel failover (a primary, two replicas, three
-Sentinels; the primary SIGKILLed mid-stream): every task is accounted for afterwards.
+Real redis-server (AOF on), the four pools under a real supervisord, SIGKILLs at random, a
+Redis restart (on plain TCP, and once with Redis on TLS only), a 30 s outage, and a Sentinel
+failover (a primary, two replicas, three Sentinels; the primary SIGKILLed mid-stream): every
+task is accounted for afterwards.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcess, start_worker
 from worker_app.broker_transport import PublishNotReplicatedError
 from worker_app.factory import create_app
+from worker_app.metrics.tls_expiry import context_for, endpoints_of, probe
 from worker_app.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -491,6 +492,16 @@ def test_sentinel_over_tls_workers_dead_letters_and_a_failover(
             return [e for e in json.loads(done.stdout) if e["args"] == [token]]
 
         wait_until(listed, timeout=30, what="the dead letter, listed through TLS Sentinels")
+        # The exporter's certificate probes find every Sentinel and data node and verify each.
+        settings = Settings.from_env(env)
+        endpoints = endpoints_of([settings.broker_url], settings.sentinel)
+        assert sorted((e.role, e.port) for e in endpoints) == sorted(
+            [("sentinel", n.port) for n in cluster.sentinels]
+            + [("redis", n.port) for n in cluster.data]
+        )
+        assert settings.sentinel is not None and settings.sentinel.tls is not None
+        context = context_for(settings.sentinel.tls)
+        assert all(probe(e, context).not_after for e in endpoints)
         old = cluster.kill_primary()
         cluster.wait_for_promotion(old)
         app.send_task("examples.record", args=[f"{token}-after"], queue="default")

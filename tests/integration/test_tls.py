@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from tests.integration.conftest import StartWorker, records
 from tests.support.ports import free_port
@@ -28,6 +29,8 @@ from tests.support.tls import CertificateAuthority
 from tests.support.waiting import wait_until
 from tests.support.workers import start_worker
 from worker_app.broker_transport import ReliableChannel, Transport
+from worker_app.metrics.tls_expiry import Endpoint, context_for, probe
+from worker_app.tls import TLSConfig
 
 pytestmark = pytest.mark.integration
 
@@ -277,12 +280,18 @@ def test_redbeat_holds_its_lock_and_schedule_over_tls(
 
 
 def test_the_exporter_reads_queues_and_the_dlq_over_tls(
-    worker_env: dict[str, str], client_app: Any, tmp_path: Path
+    worker_env: dict[str, str],
+    client_app: Any,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    other_ca: CertificateAuthority,
 ) -> None:
     """``worker-app exporter`` over ``rediss://`` (with the client certificate): the length of a
-    queue nobody consumes here equals what was published to it."""
+    queue nobody consumes here equals what was published to it; it reports the server
+    certificate's expiry from a verified handshake (the alert rules' input), and a handshake
+    that does not verify as 0."""
     port = free_port()
-    args = ["worker_app.cli", "exporter", "--port", str(port)]
+    args = ["worker_app.cli", "exporter", "--port", str(port), "--tls-probe-interval", "1"]
     exporter = start_worker(
         args, worker_env, tmp_path / "exp.log", ready_text="exporter on http://"
     )
@@ -293,5 +302,18 @@ def test_the_exporter_reads_queues_and_the_dlq_over_tls(
         wait_until(lambda: total(scrape(url), "celery_queue_length", queue_name="critical") == 3,
                    timeout=30, what="the exporter's queue length")  # fmt: skip
         assert "worker_app_dlq" in scrape(url)
+        assert redis_server.tls is not None
+        endpoint = {"endpoint": f"127.0.0.1:{redis_server.tls_port}", "role": "redis"}
+        page = scrape(url)
+        assert total(page, "worker_app_tls_handshake_ok", **endpoint) == 1
+        cert = x509.load_pem_x509_certificate(redis_server.tls.server.cert_file.read_bytes())
+        expiry = total(page, "worker_app_tls_certificate_expiry_timestamp_seconds", **endpoint)
+        assert expiry == cert.not_valid_after_utc.timestamp()
     finally:
         exporter.stop()
+    at = Endpoint("redis", "127.0.0.1", redis_server.tls_port)
+    wrong = TLSConfig(ca_file=str(other_ca.cert_file))
+    found = probe(at, context_for(wrong))
+    assert (found.ok, found.not_after) == (False, None)
+    # The right CA but no client certificate: the server (tls-auth-clients yes) ends the session.
+    assert not probe(at, context_for(TLSConfig(ca_file=str(redis_server.tls.ca.cert_file)))).ok

@@ -50,6 +50,14 @@ from worker_app.cli.app_option import app_option, cli_app
     show_default=True,
     help="Seconds between asking the workers which queues they consume (0: never).",
 )
+@click.option(
+    "--tls-probe-interval",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds between TLS handshakes with the Redis endpoints (rediss://, or Sentinel "
+    "with WORKER_APP_SENTINEL_TLS) that report their certificates' expiry (0: never).",
+)
 def exporter(
     port: int,
     address: str,
@@ -59,6 +67,7 @@ def exporter(
     worker_timeout: float,
     forget_worker_after: float,
     inspect_interval: float,
+    tls_probe_interval: float,
 ) -> None:
     """Serve broker-side metrics: queue lengths per priority, unacked, DLQ, worker nodes up,
     consumers per queue, and the pool catalogue (pools, their queues and wait SLOs) for the
@@ -97,6 +106,18 @@ def exporter(
         WorkerWatch(events, worker_timeout, forget_worker_after, inspect_interval),
         catalogue,
     )
+    if tls_probe_interval:
+        from worker_app.metrics.tls_expiry import TLSExpiryCollector, endpoints_of  # noqa: PLC0415
+
+        urls = list(dict.fromkeys((settings.broker_url, settings.state_redis_url)))
+        if endpoints_of(urls, None) or (settings.sentinel and settings.sentinel.tls):
+            registry.register(
+                TLSExpiryCollector(
+                    lambda: endpoints_of(urls, settings.sentinel),
+                    settings.tls,
+                    tls_probe_interval,
+                )
+            )
     start_http_server(port, addr=address, registry=registry)
     logging.getLogger("worker_app.exporter").info(
         "exporter on http://%s:%d/metrics watching %s", address, port, ", ".join(layout.queues)
