@@ -478,7 +478,7 @@ def test_sentinel_over_tls_workers_dead_letters_and_a_failover(
     cluster = start_cluster(tmp_path / "tls-sentinel", tls=ca)
     try:
         env = cluster.env()
-        start_sentinel_worker(env, "default", "--concurrency", "1")
+        worker = start_sentinel_worker(env, "default", "--concurrency", "1")
         app = producer(env)
         master = cluster.master_client()
         token = uuid.uuid4().hex[:8]
@@ -506,9 +506,12 @@ def test_sentinel_over_tls_workers_dead_letters_and_a_failover(
         cluster.wait_for_promotion(old)
         app.send_task("examples.record", args=[f"{token}-after"], queue="default")
         master = cluster.master_client()
-        wait_until(
-            lambda: master.exists(f"{RAN}{token}-after"), timeout=60, what="a task ran after"
-        )
+        try:
+            wait_until(
+                lambda: master.exists(f"{RAN}{token}-after"), timeout=90, what="a task ran after"
+            )
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}\nthe worker's log:\n{worker.log()[-6000:]}") from None
         other = CertificateAuthority.create(tmp_path / "other-ca", name="another CA")
         refused = cli(
             {**env, "WORKER_APP_REDIS_TLS_CA_FILE": str(other.cert_file)},
