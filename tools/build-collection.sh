@@ -28,6 +28,11 @@ rm -rf "$staging"
 mkdir -p "$staging"
 cp -R collection/. "$staging/"
 cp -R roles "$staging/roles"
+# The roles' own module (stack_files) lives in roles/supervisor/library for the repository's
+# layout; in a collection, roles find modules in its plugins/modules only.
+mkdir -p "$staging/plugins/modules"
+cp roles/supervisor/library/stack_files.py "$staging/plugins/modules/"
+rm -rf "$staging"/roles/*/library
 printf '\n# Written by tools/build-collection.sh from pyproject.toml.\nversion: "%s"\n' "$version" \
     >>"$staging/galaxy.yml"
 

@@ -1,0 +1,1 @@
+../../supervisor/library/stack_files.py
