@@ -107,12 +107,13 @@ def test_the_tarball_carries_pyprojects_version_and_the_collection_metadata(buil
 
 
 def files_of(directory: Path) -> set[str]:
-    """Every file under ``directory`` (relative), without molecule scenarios and caches."""
+    """Every file under ``directory`` (relative), without molecule scenarios, caches and the
+    roles' module (``library/``: a collection keeps it in plugins/modules)."""
     return {
         str(p.relative_to(directory))
         for p in directory.rglob("*")
         if p.is_file()
-        and not {"molecule", "__pycache__"} & set(p.relative_to(directory).parts)
+        and not {"molecule", "__pycache__", "library"} & set(p.relative_to(directory).parts)
         and p.suffix != ".pyc"
     }
 
@@ -125,8 +126,14 @@ def test_the_installed_collection_has_every_role_file_for_file(installed: Path) 
     leftovers = [p for p in tree.rglob("*") if p.name in ("molecule", "__pycache__")
                  or p.suffix == ".pyc"]  # fmt: skip
     assert leftovers == []
-    top = {"CHANGELOG.md", "FILES.json", "MANIFEST.json", "README.md", "meta", "playbooks", "roles"}
+    top = {"CHANGELOG.md", "FILES.json", "MANIFEST.json", "README.md", "meta", "playbooks",
+           "plugins", "roles"}  # fmt: skip
     assert {p.name for p in tree.iterdir()} == top
+    # The roles' one module, once, where a collection's roles find it.
+    copies = [str(p.relative_to(tree)) for p in tree.rglob("stack_files.py")]
+    assert copies == ["plugins/modules/stack_files.py"]
+    module = ROOT / "roles" / "supervisor" / "library" / "stack_files.py"
+    assert (tree / "plugins/modules/stack_files.py").read_bytes() == module.read_bytes()
     runtime = yaml.safe_load((tree / "meta" / "runtime.yml").read_text())
     assert meets_requirements(ansible.release.__version__, runtime["requires_ansible"])
 
