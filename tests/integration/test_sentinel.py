@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import redis
-from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
@@ -357,17 +356,25 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
         client.execute_command("SENTINEL", "FAILOVER", cluster.master)
     cluster.wait_for_promotion(old)
     cluster.wait_for_role(old, "slave")  # demoted: the worker's connections to it answer so
-    # The producer's pooled connection to the old primary is told READONLY: it reconnects. 90 s:
-    # the worker's reconnect backoff on a loaded machine (CI once waited past 40 s; the log says).
+    # The producer's pooled connection to the old primary is told READONLY: it reconnects. The
+    # result is read from the backend, which follows the new primary. Not through get(): its
+    # pub/sub subscription can stay on the demoted primary, and Redis does not pass a primary's
+    # PUBLISH to a replica's subscribers, so get() missed the result in 2 of 4 CI runs (the task
+    # had run and its result was stored; an open finding, docs/ha.md).
     after = app.send_task("examples.record", args=[f"{token}-after"], queue="default")
+
+    def stored() -> bool:
+        return app.backend.get_task_meta(after.id).get("status") == "SUCCESS"
+
     try:
-        assert after.get(timeout=90) == f"{token}-after"
-    except CeleryTimeoutError:
+        wait_until(stored, timeout=90, what="the result of the task after the failover")
+    except AssertionError as failed:
         raise AssertionError(
-            f"the task after the failover: no result in 90 s (it ran: "
-            f"{bool(ledger.exists(RAN + token + '-after'))})\nthe worker's log:\n"
-            f"{worker.log()[-6000:]}\nthe Sentinels' logs:\n{cluster.logs()[-3000:]}"
+            f"{failed} (it ran: {bool(ledger.exists(RAN + token + '-after'))})\n"
+            f"the worker's log:\n{worker.log()[-6000:]}\n"
+            f"the Sentinels' logs:\n{cluster.logs()[-3000:]}"
         ) from None
+    assert app.backend.get_task_meta(after.id)["result"] == f"{token}-after"
     assert ledger.exists(f"{RAN}{token}-after")
     assert worker.process.poll() is None
     assert "Unrecoverable error" not in worker.log()
