@@ -357,10 +357,10 @@ def test_a_graceful_failover_is_a_reconnect_not_a_crash(
     cluster.wait_for_promotion(old)
     cluster.wait_for_role(old, "slave")  # demoted: the worker's connections to it answer so
     # The producer's pooled connection to the old primary is told READONLY: it reconnects. The
-    # result is read from the backend, which follows the new primary. Not through get(): its
-    # pub/sub subscription can stay on the demoted primary, and Redis does not pass a primary's
-    # PUBLISH to a replica's subscribers, so get() missed the result in 2 of 4 CI runs (the task
-    # had run and its result was stored; an open finding, docs/ha.md).
+    # result is read from the backend, which follows the new primary. Not through get(): Celery's
+    # result consumer, reconnecting after the failover, reads stored results before it subscribes
+    # again, and get() missed a result published in between in 2 of 4 CI runs (the task had run,
+    # its result was stored; an open finding, docs/ha.md).
     after = app.send_task("examples.record", args=[f"{token}-after"], queue="default")
 
     def stored() -> bool:
