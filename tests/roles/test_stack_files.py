@@ -110,6 +110,32 @@ def test_secrets_stay_out_of_the_diff(tmp_path: Path) -> None:
     ]
 
 
+def test_a_file_shows_or_hides_its_own_content(tmp_path: Path) -> None:
+    conf, secret = tmp_path / "app.conf", tmp_path / "users.acl"
+    args = {
+        "files": [
+            {"dest": str(conf), "content": "a = 2\n"},
+            {"dest": str(secret), "content": "user x on #hash\n", "show_content": False},
+        ]
+    }
+    result = run(tmp_path, args, "--diff")
+    assert [(d["before"], d["after"]) for d in result["diff"]] == [
+        ("", "a = 2\n"), ("", "(content hidden)\n")]  # fmt: skip
+
+
+def test_force_false_writes_only_a_missing_file(tmp_path: Path) -> None:
+    owned = tmp_path / "sentinel.conf"
+    args = {"files": [{"dest": str(owned), "content": "initial\n", "mode": "0640", "force": False}]}
+    first = run(tmp_path, args)
+    assert first["changed_paths"] == [str(owned)] and owned.read_text() == "initial\n"
+    # The program that owns the file rewrote it (and its mode): left as it is.
+    owned.write_text("rewritten by its owner\n")
+    owned.chmod(0o600)
+    again = run(tmp_path, args)
+    assert again["changed"] is False and owned.read_text() == "rewritten by its owner\n"
+    assert mode_of(owned) == 0o600
+
+
 def test_a_file_validate_refuses_is_not_installed(tmp_path: Path) -> None:
     conf = tmp_path / "program.conf"
     conf.write_text("[program:good]\n")

@@ -2,9 +2,11 @@
 
 Same files in, same bytes out: names sorted, times, owners and modes normalised, no
 compression (wheels are already compressed). The copy module then compares one checksum
-instead of one file at a time.
+instead of one file at a time. It prints the archive's SHA-1, which the role compares with the
+host's copy before it copies anything.
 """
 
+import hashlib
 import os
 import sys
 import tarfile
@@ -22,7 +24,12 @@ def main(source: str, target: str) -> None:
             info.pax_headers = {}
             with path.open("rb") as handle:
                 archive.addfile(info, handle)
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(partial, "rb") as packed:
+        for block in iter(lambda: packed.read(1 << 20), b""):
+            digest.update(block)
     os.replace(partial, target)  # concurrent runs never read a half-written archive
+    print(digest.hexdigest())
 
 
 if __name__ == "__main__":

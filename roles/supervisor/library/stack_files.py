@@ -41,7 +41,9 @@ options:
     description:
       - Files with their whole content. Keys C(dest), C(content) (required), C(owner),
         C(group), C(mode) (an octal string), C(validate) (a command with C(%s) for the new
-        file; it must exit 0).
+        file; it must exit 0), C(force) (false: written only where no file exists yet, an
+        existing one is left as it is, content and attributes), C(show_content) (this file's
+        own, over the module's).
     type: list
     elements: dict
     default: []
@@ -82,6 +84,17 @@ class Changes:
         self.show_content = show_content
         self.paths: list[str] = []
         self.diffs: list[dict] = []
+
+    def content_of(self, spec: dict, data: bytes | None) -> str:
+        """``content`` under the file's own ``show_content``, when it has one."""
+        shown = spec.get("show_content")
+        if shown is None or bool(shown) == self.show_content:
+            return self.content(data)
+        saved, self.show_content = self.show_content, bool(shown)
+        try:
+            return self.content(data)
+        finally:
+            self.show_content = saved
 
     def note(self, path: str, before: str, after: str) -> None:
         self.paths.append(path)
@@ -215,13 +228,15 @@ def _file(module: AnsibleModule, spec: dict, changes: Changes) -> None:
     before: bytes | None = None
     if os.path.isdir(dest) and not os.path.islink(dest):
         module.fail_json(msg=f"{dest} is a directory")
+    if not module.boolean(spec.get("force", True)) and os.path.lexists(dest):
+        return
     if os.path.isfile(dest) and not os.path.islink(dest):
         with open(dest, "rb") as current:
             before = current.read()
         if before == data:
             _fix_attributes(module, dest, (uid, gid, mode), changes)
             return
-    changes.note(dest, changes.content(before), changes.content(data))
+    changes.note(dest, changes.content_of(spec, before), changes.content_of(spec, data))
     if not module.check_mode:
         _replace(module, dest, data, (uid, gid, mode), before is not None, spec.get("validate"))
 
