@@ -217,9 +217,9 @@ check: $(STAMP) wheels ## Dry run with diffs: make check ENV=production VAULT_PA
 rolling-deploy: $(STAMP) wheels ## Drain, upgrade and restart worker hosts one by one (ARGS="-e rolling_batch=2")
 	$(PLAYBOOK) ansible/deploy_workers.yml $(ARGS)
 
-secrets: $(STAMP) ## New random secrets in inventories/$(ENV)/group_vars/all/vault.yml (VAULT_PASSWORD_FILE=; MISSING=1 adds only those it lacks)
+secrets: $(STAMP) ## New random secrets in inventories/$(ENV)/group_vars/all/vault.yml (VAULT_PASSWORD_FILE=; MISSING=1 adds only those it lacks; TLS=1 new host certificates)
 	@test -n "$(VAULT_PASSWORD_FILE)" || { echo "usage: make secrets ENV=<env> VAULT_PASSWORD_FILE=<file>" >&2; exit 2; }
-	tools/secrets.sh $(if $(MISSING),--missing) $(ENV) $(VAULT_PASSWORD_FILE)
+	tools/secrets.sh $(if $(MISSING),--missing) $(if $(TLS),--tls) $(ENV) $(VAULT_PASSWORD_FILE)
 
 rehearse: $(STAMP) host-images wheels ## Rehearse ENV on containers: converge, idempotence, check mode, e2e, rolling deploy
 	STACK_VAULT_PASSWORD='$(REHEARSAL_VAULT_PASSWORD)' tools/rehearse.sh $(ENV) $(or $(STEP),all)

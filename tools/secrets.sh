@@ -4,19 +4,26 @@
 #   tools/secrets.sh --rehearsal ENV VAULT_PASSWORD_FILE   (marks them rehearsal-only)
 #   tools/secrets.sh --missing ENV VAULT_PASSWORD_FILE     (adds only the secrets the vault lacks,
 #                                                         e.g. after an upgrade; keeps the others)
+#   tools/secrets.sh --tls ENV VAULT_PASSWORD_FILE         (new TLS certificates for every host of the
+#                                                         inventory, signed by the vault's CA: a
+#                                                         rotation, or hosts added; keeps the rest)
+# TLS: a private CA for the environment (vault_tls_ca_cert, vault_tls_ca_key) and a certificate
+# per inventory host naming it (vault_tls_certs), made by tools/tls_ca.py (docs/tls.md).
 # An existing vault.yml is kept as vault.yml.<timestamp>.bak (0600) so a rotation can be undone.
 set -euo pipefail
 rehearsal=false
 missing=false
+tls=false
 while [[ "${1:-}" == --* ]]; do
   case "$1" in
     --rehearsal) rehearsal=true ;;
     --missing) missing=true ;;
+    --tls) tls=true ;;
     *) echo "secrets: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
-usage="usage: tools/secrets.sh [--rehearsal] [--missing] ENV VAULT_PASSWORD_FILE"
+usage="usage: tools/secrets.sh [--rehearsal] [--missing | --tls] ENV VAULT_PASSWORD_FILE"
 env_name="${1:?$usage}"
 password_file="${2:?$usage}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,6 +32,8 @@ dir="$root/inventories/$env_name/group_vars/all"
 [[ -r "$password_file" ]] || { echo "secrets: cannot read vault password file $password_file" >&2; exit 2; }
 vault="$root/.venv/bin/ansible-vault"
 [[ -x "$vault" ]] || vault=ansible-vault
+python="$root/.venv/bin/python"
+[[ -x "$python" ]] || python=python3
 
 secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(int(__import__("sys").argv[1])))' "$1"; }
 # The smarthost's password is the mail provider's, not ours to invent: taken from
@@ -67,11 +76,27 @@ vault_console_prometheus_password: "$console_prometheus_password"
 vault_console_prometheus_password_hash: "$(hash_of "$console_prometheus_password")"
 vault_console_secret_key: "$(secret 48)"
 YAML
-if [[ "$missing" == true ]]; then
-  [[ -f "$dir/vault.yml" ]] || { echo "secrets: --missing: no vault at inventories/$env_name" >&2; exit 2; }
-  current="$(mktemp)"
-  trap 'rm -f "$plain" "$current"' EXIT
+current="$(mktemp)"
+trap 'rm -f "$plain" "$current"' EXIT
+if [[ "$missing" == true || "$tls" == true ]]; then
+  [[ -f "$dir/vault.yml" ]] || { echo "secrets: --missing/--tls: no vault at inventories/$env_name" >&2; exit 2; }
   "$vault" view --vault-password-file "$password_file" "$dir/vault.yml" >"$current"
+fi
+# The TLS lines: a new CA, or with --tls the vault's own CA signing new host certificates.
+TLS_CA_VAULT_PASSWORD_FILE="$password_file" "$python" "$root/tools/tls_ca.py" vault \
+  "$root/inventories/$env_name" --env-name "$env_name" $([[ "$tls" == true ]] && echo --ca-from "$current") >>"$plain"
+if [[ "$tls" == true ]]; then
+  # Keep every line but the certificates, which are replaced (the CA stays: clients trust it).
+  python3 - "$current" "$plain" <<'PY'
+import sys
+current, fresh = (open(path).read() for path in sys.argv[1:])
+certs = next(line for line in fresh.splitlines() if line.startswith("vault_tls_certs:"))
+lines = [line for line in current.splitlines() if not line.startswith("vault_tls_certs:")]
+with open(sys.argv[2], "w") as out:
+    out.write("\n".join(lines).rstrip("\n") + "\n" + certs + "\n")
+print("secrets: new TLS certificates for every inventory host, signed by the vault's CA", file=sys.stderr)
+PY
+elif [[ "$missing" == true ]]; then
   # Each secret is one line: keep the vault as it is and append the lines of the missing ones.
   python3 - "$current" "$plain" <<'PY'
 import re, sys

@@ -476,3 +476,27 @@ def test_a_mixed_fleet_during_a_rolling_upgrade_loses_and_doubles_nothing(
     nodes = Counter(v.decode().split("@")[0] for v in state.hvals(fleet_tasks.NODES))
     print(f"mixed fleet: {len(published)} tasks, runs by node {dict(nodes)}")
     assert set(nodes) == {"stock", "default-new1", "default-new2"}, nodes
+
+
+def test_a_task_running_through_a_quick_redis_restart_runs_again_and_finishes(
+    start_pool_worker: StartWorker, client_app: Any, state: Any, redis_server: RedisServer
+) -> None:
+    """A graceful Redis restart (SIGTERM, started again at once: what supervisorctl restart
+    does, e.g. a certificate rotation) while tasks run: Celery cancels the running tasks on the
+    connection loss (worker_cancel_long_running_tasks_on_connection_loss), so their messages
+    must come back and every task run again to the end — never be dropped."""
+    worker = start_pool_worker("high", "--concurrency", "4", node="high-restart@test")
+    tokens = [uuid.uuid4().hex[:8] for _ in range(16)]
+    for token in tokens:
+        client_app.send_task("examples.sleepy", args=[token, 1.0], queue="high")
+    wait_until(lambda: sum(bool(records(state, f"started:{t}")) for t in tokens) >= 6,
+               timeout=30, what="tasks running")  # fmt: skip
+    state.save()  # this module's Redis has no persistence: what the restart must keep
+    redis_server.stop()
+    redis_server.start_again()
+    finished = wait_until(
+        lambda: all(records(state, f"finished:{t}") for t in tokens) or worker.process.poll(),
+        timeout=GRACE + 30, interval=0.2, what="every task finished",
+    )  # fmt: skip
+    assert finished is True, worker.log()[-3000:]
+    assert [t for t in tokens if len(records(state, f"finished:{t}")) != 1] == []

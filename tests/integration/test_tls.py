@@ -317,3 +317,23 @@ def test_the_exporter_reads_queues_and_the_dlq_over_tls(
     assert (found.ok, found.not_after) == (False, None)
     # The right CA but no client certificate: the server (tls-auth-clients yes) ends the session.
     assert not probe(at, context_for(TLSConfig(ca_file=str(redis_server.tls.ca.cert_file)))).ok
+
+
+def test_a_task_running_through_a_quick_redis_restart_over_tls_runs_again_and_finishes(
+    start_pool_worker: StartWorker, client_app: Any, state: Any, redis_server: RedisServer
+) -> None:
+    """A graceful Redis restart while a task runs, over TLS (what the redis role's handler does
+    when certificates are rotated): the task runs again to the end, never dropped."""
+    worker = start_pool_worker("high", "--concurrency", "1", node="high-restart-tls@test")
+    token = uuid.uuid4().hex[:8]
+    client_app.send_task("examples.sleepy", args=[token, 4], queue="high")
+    wait_until(lambda: records(state, f"started:{token}"), timeout=30, what="the task running")
+    state.save()  # this module's Redis has no persistence: what the restart must keep
+    redis_server.stop()
+    redis_server.start_again()
+    wait_until(
+        lambda: records(state, f"finished:{token}") or worker.process.poll(),
+        timeout=GRACE + 30, interval=0.2, what="the task finished after the restart",
+    )  # fmt: skip
+    assert worker.process.poll() is None, worker.log()[-3000:]
+    assert len(records(state, f"finished:{token}")) == 1

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from functools import cached_property
@@ -113,7 +114,26 @@ class Rehearsal:
             **{str(k): str(v) for k, v in self.wiring["celery_app_broker_environment"].items()},
             "CELERY_BROKER_URL": self.broker_url,
             "WORKER_APP_TASK_MODULES": "worker_app.examples",
+            **self.tls_env,
         }
+
+    @cached_property
+    def tls_env(self) -> dict[str, str]:
+        """With TLS (stack_redis_tls): the environment's CA, and a client certificate of it (a
+        Redis host's: every certificate of the CA serves as one), as files on the controller."""
+        if str(self.wiring["stack_redis_tls_enabled"]).lower() not in ("true", "yes", "1"):
+            return {}
+        directory = Path(tempfile.mkdtemp(prefix="rehearsal-tls-"))
+        pair = self.hostvars(self.group("redis")[0])["vault_tls_certs"][self.group("redis")[0]]
+        files = {
+            "WORKER_APP_REDIS_TLS_CA_FILE": ("ca.crt", self.secret("vault_tls_ca_cert")),
+            "WORKER_APP_REDIS_TLS_CERT_FILE": ("client.crt", pair["cert"]),
+            "WORKER_APP_REDIS_TLS_KEY_FILE": ("client.key", pair["key"]),
+        }
+        for name, text in files.values():
+            (directory / name).write_text(text.strip() + "\n")
+            (directory / name).chmod(0o600)
+        return {variable: str(directory / name) for variable, (name, _) in files.items()}
 
     @property
     def pools(self) -> list[dict[str, Any]]:
@@ -125,7 +145,12 @@ class Rehearsal:
         """What ansible/group_vars wires for a worker host: the pools and the broker's client
         settings, as Ansible evaluates them for this inventory."""
         host = self.group("workers")[0]
-        names = ["stack_worker_pools", "celery_app_broker_url", "celery_app_broker_environment"]
+        names = [
+            "stack_worker_pools",
+            "celery_app_broker_url",
+            "celery_app_broker_environment",
+            "stack_redis_tls_enabled",
+        ]
         template = "{{ dict(_names | zip(query('ansible.builtin.vars', *_names))) }}"
         out = subprocess.run(
             [str(BIN / "ansible"), "-i", self.inventory, *self.vault_args,

@@ -9,13 +9,19 @@ the whole list; each also counts what it checked, so that it cannot pass on an e
 from __future__ import annotations
 
 import configparser
+import functools
 import hashlib
 import ipaddress
 import pickle
 import re
+import socket
+import ssl
+import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -260,12 +266,47 @@ def refused(connect: Callable[[], redis.Redis], command: tuple[str, ...]) -> boo
     return False
 
 
-def anonymous_access(host: Host, address: str, port: int) -> bool:
+@functools.cache
+def pem_file(text: str) -> str:
+    """A PEM text of the configuration as a file on the controller (for the TLS clients)."""
+    handle, path = tempfile.mkstemp(prefix="hardening-", suffix=".pem")
+    with open(handle, "w") as out:
+        out.write(text.strip() + "\n")
+    return path
+
+
+def tls_enabled(config: HostConfig) -> bool:
+    return config.enabled("redis", "redis_tls_enabled")
+
+
+def tls_kwargs(config: HostConfig) -> dict[str, Any]:
+    """redis-py's TLS options for this Redis host, as a client on the controller: its CA and,
+    as client certificate, the host's own (any certificate of the CA is accepted)."""
+    if not tls_enabled(config):
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": pem_file(config.of("redis", "redis_tls_ca_cert")),
+        "ssl_certfile": pem_file(config.of("redis", "redis_tls_cert")),
+        "ssl_keyfile": pem_file(config.of("redis", "redis_tls_key")),
+    }
+
+
+def redis_cli_tls(config: HostConfig) -> str:
+    """redis-cli's TLS options on the Redis host (the role's files)."""
+    if not tls_enabled(config):
+        return ""
+    tls = config.of("redis", "redis_tls_dir")
+    return f"--tls --cacert {tls}/ca.crt --cert {tls}/redis.crt --key {tls}/redis.key"
+
+
+def anonymous_access(host: Host, config: HostConfig, address: str, port: int) -> bool:
     """Whether Redis at ``address`` answers a client that did not authenticate."""
     if ipaddress.ip_address(address).is_loopback:  # reachable from the host only
-        out = host.run(f"redis-cli -h {address} -p {port} ping")
+        out = host.run(f"redis-cli -h {address} -p {port} {redis_cli_tls(config)} ping")
         return "NOAUTH" not in out.stdout + out.stderr
-    client = redis.Redis(host=address, port=port, socket_timeout=10)  # from the controller
+    # from the controller
+    client = redis.Redis(host=address, port=port, socket_timeout=10, **tls_kwargs(config))
     try:
         client.ping()
     except redis.AuthenticationError:
@@ -304,7 +345,12 @@ def connector(
 ) -> Callable[[], redis.Redis]:
     address, port = config.address, port or int(config.of("redis", "redis_port"))
     return lambda: redis.Redis(
-        host=address, port=port, username=user, password=password, socket_timeout=10
+        host=address,
+        port=port,
+        username=user,
+        password=password,
+        socket_timeout=10,
+        **tls_kwargs(config),
     )
 
 
@@ -331,7 +377,7 @@ def sentinel_problems(host: Host, config: HostConfig) -> Iterator[str]:
     """The host's Sentinel answers no anonymous client; its client user only discovers."""
     port = int(config.of("redis", "redis_sentinel_port"))
     for address in config.of("redis", "redis_bind_addresses"):
-        if anonymous_access(host, address, port):
+        if anonymous_access(host, config, address, port):
             yield f"{config.name}: Sentinel at {address}:{port} answers without AUTH"
     user, password = (
         config.of("redis", f"redis_sentinel_client_{v}") for v in ("user", "password")
@@ -385,7 +431,7 @@ def test_redis_requires_auth_and_acl_users_are_least_privilege(
         host, port = hosts[config.name], int(config.of("redis", "redis_port"))
         for address in config.of("redis", "redis_bind_addresses"):
             checked += 1
-            if anonymous_access(host, address, port):
+            if anonymous_access(host, config, address, port):
                 problems.append(f"{config.name}: Redis at {address}:{port} answers without AUTH")
         problems.extend(acl_user_problems(host, config))
         if replicated(config):
@@ -395,6 +441,82 @@ def test_redis_requires_auth_and_acl_users_are_least_privilege(
         primaries += [config.name] if primary else []
     assert checked > len(CELERY_DENIED), "no Redis host in the rehearsal"
     assert len(primaries) == 1, f"primaries: {primaries} (one, and the write probe ran on it)"
+    assert not problems, report(problems)
+
+
+# --- 1b. Redis serves TLS only, with certificates of the environment's CA ----------------
+
+MIN_DAYS_LEFT = 30
+
+
+def handshake(
+    address: str, port: int, context: ssl.SSLContext, ping: bool = False
+) -> dict[str, Any]:
+    """A TLS handshake with ``address:port`` (and a PING: with TLS 1.3 a refused client
+    certificate shows only afterwards); the verified peer certificate."""
+    with (
+        socket.create_connection((address, port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=address) as tls,
+    ):
+        if ping:
+            tls.sendall(b"PING\r\n")
+            if not tls.recv(64):
+                raise ConnectionError("closed after the handshake")
+        return dict(tls.getpeercert() or {})
+
+
+def tls_problems(config: HostConfig) -> Iterator[str]:
+    """From the controller, on each private address and port of the host's Redis (and
+    Sentinel): plain TCP gets no answer, a client that trusts only the system's CAs refuses the
+    certificate, the certificate verifies with the CA and lasts 30+ days, and where client
+    certificates are required a client without one is refused."""
+    ports = [int(config.of("redis", "redis_port"))]
+    if replicated(config):
+        ports.append(int(config.of("redis", "redis_sentinel_port")))
+    tls = tls_kwargs(config)
+    for address in config.of("redis", "redis_bind_addresses"):
+        if ipaddress.ip_address(address).is_loopback:
+            continue
+        for port in ports:
+            where = f"{config.name}: {address}:{port}"
+            plain = redis.Redis(host=address, port=port, socket_timeout=5)
+            try:
+                plain.ping()
+                yield f"{where} answers plain TCP"
+            except redis.AuthenticationError:
+                yield f"{where} answers plain TCP (asks for AUTH)"
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass  # no answer: TLS only
+            finally:
+                plain.close()
+            try:
+                handshake(address, port, ssl.create_default_context())
+                yield f"{where}: a client without the environment's CA accepts its certificate"
+            except ssl.SSLCertVerificationError:
+                pass
+            context = ssl.create_default_context(cafile=tls["ssl_ca_certs"])
+            context.load_cert_chain(tls["ssl_certfile"], tls["ssl_keyfile"])
+            served = handshake(address, port, context, ping=True)
+            days_left = (ssl.cert_time_to_seconds(served["notAfter"]) - time.time()) / 86400
+            if days_left < MIN_DAYS_LEFT:
+                yield f"{where}: its certificate expires in {days_left:.0f} days"
+            if config.of("redis", "redis_tls_auth_clients") == "yes":
+                anonymous = ssl.create_default_context(cafile=tls["ssl_ca_certs"])
+                try:
+                    handshake(address, port, anonymous, ping=True)
+                    yield f"{where} accepts a client without a certificate"
+                except (ssl.SSLError, ConnectionError, OSError):
+                    pass
+
+
+def test_redis_serves_tls_only_with_certificates_of_the_ca(
+    configured: dict[str, HostConfig],
+) -> None:
+    servers = list(with_role(configured, "redis"))
+    if not any(tls_enabled(config) for config in servers):
+        pytest.skip("this inventory does not turn TLS on (stack_redis_tls)")
+    problems = [p for config in servers for p in tls_problems(config)]
+    assert servers, "no Redis host in the rehearsal"
     assert not problems, report(problems)
 
 
@@ -582,6 +704,32 @@ SECRET_FILES = (
         "redis_exporter_user",
         ("redis_exporter_redis_password",),
     ),
+    # TLS: each host's private key, beside the files of the roles that use it.
+    SecretFile(
+        "redis",
+        lambda host: f"{host.of('redis', 'redis_tls_dir')}/redis.key",
+        fixed("redis"),
+        ("redis_tls_key",),
+        when=tls_enabled,
+    ),
+    SecretFile(
+        "redis_exporter",
+        lambda host: re.sub(
+            r"\.env$", ".key", host.of("redis_exporter", "redis_exporter_env_file")
+        ),
+        "redis_exporter_user",
+        ("redis_exporter_tls_key",),
+        optional=True,
+    ),
+    SecretFile(
+        "celery_app",
+        lambda host: str(
+            Path(host.of("celery_app", "celery_app_env_file")).parent / "tls/client.key"
+        ),
+        "celery_app_group",
+        ("celery_app_tls_key",),
+        optional=True,
+    ),
     # The broker's password; behind Sentinel also the Sentinels' client password.
     SecretFile(
         "celery_app",
@@ -626,6 +774,9 @@ SEARCHED = ["/etc", "/opt", "/srv", "/home", "/root", "/usr/local", "/var", "/tm
 
 
 def secret_forms(value: str, hashed: bool) -> Iterator[str]:
+    if "-----BEGIN" in value:  # a PEM key: its second line of base64 (key material only)
+        yield value.strip().splitlines()[2]
+        return
     if hashed:
         yield hashlib.sha256(value.encode()).hexdigest()
     else:
@@ -687,10 +838,22 @@ def secret_placement_problems(host: Host, config: HostConfig, secrets: list[str]
 def vault_secrets(rehearsal: Rehearsal) -> dict[str, str]:
     """Every secret of the inventory's vault (its vault_* strings that are set)."""
     any_host = next(iter(rehearsal.data["_meta"]["hostvars"]))
+    variables = rehearsal.hostvars(any_host)
+    # The hosts' TLS keys (the certificates, and the CA's, are public).
+    keys = {
+        f"vault_tls_certs[{host}].key": pair["key"]
+        for host, pair in sorted(variables.get("vault_tls_certs", {}).items())
+    }
     return {
-        name: value
-        for name, value in sorted(rehearsal.hostvars(any_host).items())
-        if name.startswith("vault_") and isinstance(value, str) and value
+        **{
+            name: value
+            for name, value in sorted(variables.items())
+            if name.startswith("vault_")
+            and isinstance(value, str)
+            and value
+            and name != "vault_tls_ca_cert"
+        },
+        **keys,
     }
 
 
@@ -724,15 +887,29 @@ def role_default_problems() -> Iterator[str]:
                 yield f"roles/{role}/defaults: {variable} has a default value"
 
 
+def vault_tls_problems(rehearsal: Rehearsal, hostvars: dict[str, Any]) -> Iterator[str]:
+    """The environment's CA, and a certificate and key for every host."""
+    pairs = hostvars.get("vault_tls_certs") or {}
+    if "BEGIN CERTIFICATE" not in str(hostvars.get("vault_tls_ca_cert", "")):
+        yield "the vault has no vault_tls_ca_cert (the environment's CA)"
+    for host in rehearsal.data["_meta"]["hostvars"]:
+        if not {"cert", "key"} <= set(pairs.get(host) or {}):
+            yield f"vault_tls_certs has no certificate and key for {host}"
+
+
 def vault_problems(rehearsal: Rehearsal, required: list[str]) -> Iterator[str]:
     """Every secret the play requires is in the vault; each is long, not well known, unique."""
     secrets = vault_secrets(rehearsal)
     hostvars = rehearsal.hostvars(next(iter(rehearsal.data["_meta"]["hostvars"])))
     for name in required:
-        if name == "vault_console_users":  # a list of users with password hashes
+        # A list of users with password hashes; the CA's certificate (public) and every host's
+        # certificate and key (a mapping), checked below.
+        if name in ("vault_console_users", "vault_tls_ca_cert", "vault_tls_certs"):
             continue
         if name not in secrets:
             yield f"the vault has no {name}"
+    if "vault_tls_certs" in required:
+        yield from vault_tls_problems(rehearsal, hostvars)
     users = hostvars.get("vault_console_users")
     if not users or not isinstance(users, list):
         yield "the vault has no vault_console_users (the console's users)"

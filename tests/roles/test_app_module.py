@@ -86,7 +86,11 @@ def test_the_environment_file_names_the_app(tmp_path: Path, module: str) -> None
     template = role / "templates" / "app.env.j2"
     show = {"name": "render", "ansible.builtin.debug": {
         "msg": f"{{{{ lookup('ansible.builtin.template', '{template}') }}}}"}}  # fmt: skip
-    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    # The role's defaults and its own derived names (the template reads both).
+    defaults = {
+        **yaml.safe_load((role / "defaults" / "main.yml").read_text()),
+        **yaml.safe_load((role / "vars" / "main.yml").read_text()),
+    }
     rc, output = playbook(tmp_path, [show], {**defaults, **DJANGO, "celery_app_module": module})
     assert rc == 0, output
     rendered = output.replace("\\n", "\n")

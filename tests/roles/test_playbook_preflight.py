@@ -17,6 +17,7 @@ import yaml
 
 from tests.roles.test_role_inputs import fake_wheelhouse
 from tests.support.ansible_output import failure_message, recap
+from tests.support.tls import tls_ca_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
@@ -35,6 +36,24 @@ SECRETS = {
     "vault_console_prometheus_password": "test-console-prometheus-0001",
     "vault_console_prometheus_password_hash": "scrypt:32768:8:1$test$" + "1" * 128,
 }
+
+
+def tls_secrets(days: int = 397) -> dict[str, object]:
+    """A CA and a certificate per host of both example inventories (valid ``days``), as
+    tools/secrets.sh writes them (both inventories run on TLS)."""
+    tool = tls_ca_tool()
+    ca_cert, ca_key = tool.new_ca("test CA")
+    certs = {}
+    for env_name in ("staging", "production"):
+        hosts = yaml.safe_load((ROOT / "inventories" / env_name / "hosts.yml").read_text())
+        for host, variables in hosts["all"]["hosts"].items():
+            names = [host, variables["private_address"], "127.0.0.1", "localhost"]
+            cert, key = tool.issue(ca_cert, ca_key, host, names, days)
+            certs[host] = {"cert": cert, "key": key}
+    return {"vault_tls_ca_cert": ca_cert, "vault_tls_ca_key": ca_key, "vault_tls_certs": certs}
+
+
+SECRETS.update(tls_secrets())
 
 
 def staging_copy(tmp_path: Path, secrets: dict[str, object]) -> Path:
@@ -187,3 +206,22 @@ def test_staging_stays_single_node(tmp_path: Path) -> None:
     assert "The inventory needs exactly one host in `redis` (has 2" in failure_message(output), (
         output
     )
+
+
+def test_a_redis_certificate_that_expires_within_30_days_stops_the_preflight(
+    tmp_path: Path,
+) -> None:
+    secrets = {**SECRETS, **tls_secrets(days=10)}
+    rc, output = run("preflight.yml", staging_copy(tmp_path, secrets), tmp_path)
+    assert rc != 0, output
+    message = failure_message(output)
+    assert "redis_tls_cert of stg-broker-1" in message and "days" in message, output
+    assert "redis_tls_min_days_left (30)" in message, output
+
+
+def test_a_redis_certificate_of_another_ca_stops_the_preflight(tmp_path: Path) -> None:
+    other = tls_secrets()
+    secrets = {**SECRETS, "vault_tls_certs": other["vault_tls_certs"]}
+    rc, output = run("preflight.yml", staging_copy(tmp_path, secrets), tmp_path)
+    assert rc != 0, output
+    assert "be issued by redis_tls_ca_cert" in failure_message(output), output

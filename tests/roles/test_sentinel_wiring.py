@@ -4,6 +4,7 @@ worker_app reads to find the primary through the Sentinels."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import yaml
@@ -39,15 +40,18 @@ def test_production_clients_find_the_primary_through_every_sentinel(tmp_path: Pa
     sentinel = settings.sentinel
     assert sentinel is not None
     assert sentinel.master == "celery"
-    assert sentinel.sentinel_kwargs() == {
-        "username": "sentinel-client",
-        "password": SENTINEL_SECRETS["vault_redis_sentinel_client_password"],
-    }
+    # Both inventories run on TLS (stack_redis_tls): the Sentinels too, verified by the CA.
+    assert wiring["env"]["WORKER_APP_SENTINEL_TLS"] == "yes"
+    kwargs = sentinel.sentinel_kwargs()
+    assert kwargs["username"] == "sentinel-client"
+    assert kwargs["password"] == SENTINEL_SECRETS["vault_redis_sentinel_client_password"]
+    assert kwargs["ssl"] is True and kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert kwargs["ssl_check_hostname"] is True
 
 
 def test_staging_clients_talk_to_its_one_redis(tmp_path: Path) -> None:
     seen = evaluate(staging_copy(tmp_path, SECRETS), EXPRESSION)
     wiring = seen["stg-worker-1"]
-    assert wiring["url"].startswith("redis://celery:")
+    assert wiring["url"].startswith("rediss://celery:")  # TLS (stack_redis_tls)
     assert wiring["url"].endswith("@10.231.10.11:6379/0")
     assert wiring["env"] == {}

@@ -303,7 +303,8 @@ def start_cluster(
         node_dir = workdir / f"data{index}"
         node_dir.mkdir(parents=True, exist_ok=True)
         (node_dir / "users.acl").write_text(
-            "user default off\n"
+            # As roles/redis writes it: off, with every permission (its AOF replay, #14541).
+            "user default off ~* &* +@all\n"
             f"user celery on >{CELERY_PASSWORD} ~* &* +@all\n"
             f"user replica on >{REPLICA_PASSWORD} +psync +replconf +ping\n"
             f"user sentinel on >{SENTINEL_DATA_PASSWORD} {_SENTINEL_ON_DATA}\n"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -110,3 +112,14 @@ def _builder(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
     )
+
+
+def tls_ca_tool() -> ModuleType:
+    """tools/tls_ca.py, the tool tools/secrets.sh issues an environment's CA and certificates
+    with (not a package: loaded from its file)."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "tls_ca.py"
+    spec = importlib.util.spec_from_file_location("tls_ca", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -62,7 +62,13 @@ def test_persistence_and_eviction_policy(host):
 
 
 def test_a_key_survives_a_restart(host):
+    """A plain write, a MULTI/EXEC and a script's writes are all in Redis after a restart (with
+    the default user off and no permissions, Redis's AOF replay dropped the last two)."""
     cli(host, CELERY, "set molecule:durable kept")
+    multi = "MULTI\\nSET molecule:in-multi kept\\nLPUSH molecule:q m1\\nEXEC\\n"
+    host.run_expect([0], f"printf '{multi}' | redis-cli -h 127.0.0.1 -p 6379 {CELERY}")
+    script = "redis.call('set', KEYS[1], 'kept') redis.call('lpush', KEYS[2], 'm2')"
+    cli(host, CELERY, f'eval "{script}" 2 molecule:in-script molecule:q')
     time.sleep(1.5)  # appendfsync everysec
     before = host.check_output("supervisorctl pid redis")
     host.run_expect([0], "supervisorctl restart redis")
@@ -72,6 +78,10 @@ def test_a_key_survives_a_restart(host):
         time.sleep(0.5)
     assert host.check_output("supervisorctl pid redis") != before
     assert cli(host, CELERY, "get molecule:durable").stdout.strip() == "kept"
+    assert cli(host, CELERY, "get molecule:in-multi").stdout.strip() == "kept"
+    assert cli(host, CELERY, "get molecule:in-script").stdout.strip() == "kept"
+    assert cli(host, CELERY, "lrange molecule:q 0 -1").stdout.split() == ["m2", "m1"]
+    assert "AOF-loading-client" not in host.check_output("cat /var/log/redis/redis-server.log")
 
 
 def test_listens_only_on_the_configured_address(host):

@@ -3,7 +3,9 @@
 
 The tests run in file order: the converged groups first (replication, Sentinels, ACL users),
 then a primary is killed (SIGKILL, its supervisord paused so it stays down) and the failover is
-timed, then the converge playbook runs again and must keep the new primary primary.
+timed, then the converge playbook runs again and must keep the new primary primary. Every node
+and Sentinel serves TLS only: the helpers connect with the node's own CA file and certificate
+(Debian 12's group requires client certificates).
 """
 
 import functools
@@ -32,6 +34,10 @@ SENTINEL_EXPORTER = ("sentinel-exporter", "molecule-sentinel-exporter-0001")
 
 STATE = {}  # what the failover test leaves to the ones after it
 
+TLS_DIR = "/etc/redis-stack/tls"
+TLS = f"--tls --cacert {TLS_DIR}/ca.crt --cert {TLS_DIR}/redis.crt --key {TLS_DIR}/redis.key"
+REQUIRES_CLIENT_CERTS = {"redis_bookworm": True, "redis_trixie": False}
+
 
 @functools.cache
 def node(name):
@@ -39,9 +45,9 @@ def node(name):
     return testinfra.get_host(f"docker://{name}")
 
 
-def cli(name, port, user, command):
+def cli(name, port, user, command, tls=TLS):
     auth = f"--user {user[0]} --pass {user[1]} --no-auth-warning" if user else ""
-    out = node(name).run(f"redis-cli -h 127.0.0.1 -p {port} {auth} {command}")
+    out = node(name).run(f"redis-cli -h 127.0.0.1 -p {port} {tls} {auth} {command}")
     return (out.stdout + out.stderr).strip()
 
 
@@ -139,6 +145,45 @@ def test_anonymous_access_is_refused(group):
         assert "NOAUTH" in cli(name, 6379, None, "PING")
         assert "NOAUTH" in cli(name, 26379, None, "PING")
         assert "NOAUTH" in cli(name, 26379, None, "SENTINEL MASTERS")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_tls_only_plain_tcp_and_unknown_cas_are_refused(group):
+    for name in GROUPS[group]:
+        for port, user in ((6379, EXPORTER), (26379, CLIENT)):
+            assert cli(name, port, user, "PING", tls="") != "PONG", (name, port)
+            # The server's certificate is not in the system's store: refused by the client.
+            no_ca = cli(name, port, user, "PING", tls="--tls")
+            assert "certificate verify failed" in no_ca, (name, port, no_ca)
+            # A client without a certificate of its own: refused where they are required.
+            no_cert = cli(name, port, user, "PING", tls=f"--tls --cacert {TLS_DIR}/ca.crt")
+            if REQUIRES_CLIENT_CERTS[group]:
+                assert no_cert != "PONG", (name, port)
+            else:
+                assert no_cert == "PONG", (name, port, no_cert)
+        listening = node(name).check_output("ss -Htln | awk '{print $4}'").split()
+        assert sorted(a for a in listening if a.endswith((":6379", ":26379"))) == sorted(
+            f"{ip}:{port}" for ip in ("127.0.0.1", address(name)) for port in (6379, 26379)
+        )
+        assert cli(name, 6379, EXPORTER, "config get tls-replication").split()[-1] == "yes"
+        assert cli(name, 6379, EXPORTER, "config get port").split()[-1] == "0"
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_tls_files_keys_private_certificates_valid(group):
+    for name in GROUPS[group]:
+        host = node(name)
+        tls_dir = host.file(TLS_DIR)
+        assert (tls_dir.user, tls_dir.group, tls_dir.mode) == ("root", "redis", 0o750)
+        key = host.file(f"{TLS_DIR}/redis.key")
+        assert (key.user, key.group, key.mode) == ("root", "redis", 0o640)
+        # No other user reads it (only the redis group: Redis itself).
+        read_as = "setpriv --reuid={0} --regid={1} {2} cat " + TLS_DIR + "/redis.key"
+        assert host.run(read_as.format("nobody", "nogroup", "--clear-groups")).rc != 0
+        assert host.run(read_as.format("redis", "redis", "--init-groups")).rc == 0
+        # Valid for more than 30 days, and the Sentinel (asked by its CLI over TLS) runs with it.
+        host.run_expect([0], f"openssl x509 -checkend {30 * 86400} -noout -in {TLS_DIR}/redis.crt")
+        host.run_expect([0], f"openssl verify -CAfile {TLS_DIR}/ca.crt {TLS_DIR}/redis.crt")
 
 
 @pytest.mark.parametrize("group", GROUPS)
