@@ -338,6 +338,10 @@ def acl_user_problems(host: Host, config: HostConfig) -> Iterator[str]:
         yield f"{config.name}: ACL users {sorted(users)}, configured {sorted(wanted)}"
     if "off" not in users.get("default", []):
         yield f"{config.name}: the default user is not disabled"
+    # Off, but with every permission: Redis replays the AOF as the default user and drops each
+    # transaction it may not run (redis/redis#14541; docs/hardening.md).
+    if not {"~*", "&*", "+@all"} <= set(users.get("default", [])):
+        yield f"{config.name}: the default user lacks ~* &* +@all (AOF replay drops transactions)"
 
 
 def connector(
@@ -509,13 +513,41 @@ def tls_problems(config: HostConfig) -> Iterator[str]:
                     pass
 
 
+def tls_monitoring_problems(rehearsal: Rehearsal, servers: list[HostConfig]) -> Iterator[str]:
+    """Prometheus sees every Redis over TLS: redis_exporter's redis_up, and the broker
+    exporter's verified handshake with the expiry of each endpoint's certificate (what the
+    RedisTLSCertificateExpires* alerts read)."""
+    endpoints = {f"{c.address}:{c.of('redis', 'redis_port')}" for c in servers}
+    if any(replicated(c) for c in servers):
+        endpoints |= {f"{c.address}:{c.of('redis', 'redis_sentinel_port')}" for c in servers}
+
+    def seen() -> dict[str, float]:
+        result = rehearsal.prometheus(
+            "/api/v1/query?query=worker_app_tls_certificate_expiry_timestamp_seconds"
+        )["result"]
+        return {r["metric"]["endpoint"]: float(r["value"][1]) for r in result}
+
+    expiries = wait_until(
+        lambda: (found := seen()) and set(found) >= endpoints and found,
+        timeout=120, interval=5, what="every TLS endpoint's expiry in Prometheus",
+    )  # fmt: skip
+    for endpoint, expiry in sorted(expiries.items()):
+        if expiry < time.time() + MIN_DAYS_LEFT * 86400:
+            yield f"Prometheus: {endpoint}'s certificate expires within {MIN_DAYS_LEFT} days"
+    failing = rehearsal.prometheus("/api/v1/query?query=worker_app_tls_handshake_ok!=1")["result"]
+    yield from (f"Prometheus: handshake failing with {r['metric']}" for r in failing)
+    down = rehearsal.prometheus("/api/v1/query?query=redis_up!=1")["result"]
+    yield from (f"Prometheus: redis_exporter cannot reach {r['metric']}" for r in down)
+
+
 def test_redis_serves_tls_only_with_certificates_of_the_ca(
-    configured: dict[str, HostConfig],
+    rehearsal: Rehearsal, configured: dict[str, HostConfig]
 ) -> None:
     servers = list(with_role(configured, "redis"))
     if not any(tls_enabled(config) for config in servers):
         pytest.skip("this inventory does not turn TLS on (stack_redis_tls)")
     problems = [p for config in servers for p in tls_problems(config)]
+    problems.extend(tls_monitoring_problems(rehearsal, servers))
     assert servers, "no Redis host in the rehearsal"
     assert not problems, report(problems)
 
