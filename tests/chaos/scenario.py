@@ -89,12 +89,14 @@ class Events:
 
 
 def _stack(workdir: Path, config: ChaosConfig) -> tuple[RedisServer, Any, Any, Fleet]:
-    """Redis (AOF on), a producer app, the DLQ store, and the pools (not started yet)."""
+    """Redis (AOF on, the role's ACL users), a producer app, the DLQ store, and the pools (not
+    started yet)."""
     tls = None
     if config.tls:
         ca = CertificateAuthority.create(workdir / "ca")
         tls = ServerTLS(ca, ca.issue("redis"), auth_clients="yes")
-    server = start_redis(workdir / "redis", appendonly=True, tls=tls)
+    # As the redis role runs it: AOF, and its ACL file (the default user off).
+    server = start_redis(workdir / "redis", appendonly=True, tls=tls, acl=True)
     env = {**worker_env(server.url(0), config), **tls_env(server)}
     settings = Settings.from_env(env)
     fleet = Fleet(

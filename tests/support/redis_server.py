@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import shutil
 import subprocess
 import time
@@ -9,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 import redis
+import yaml
 
 from tests.support.ports import free_port
 
@@ -37,6 +41,8 @@ class RedisServer:
     workdir: Path
     process: subprocess.Popen[bytes]
     password: str | None = None
+    # With ACL users (``start_redis(acl=True)``): the user the URL logs in as.
+    username: str | None = None
     args: list[str] = field(default_factory=list)
     tls: ServerTLS | None = None
     tls_port: int = 0
@@ -45,7 +51,7 @@ class RedisServer:
 
     def url(self, db: int = 0) -> str:
         """Connection URL for ``db`` (``rediss://`` on the TLS port of a TLS server)."""
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         if self.tls is not None:
             return f"rediss://{auth}127.0.0.1:{self.tls_port}/{db}"
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
@@ -91,8 +97,13 @@ def start_redis(
     appendonly: bool = False,
     password: str | None = None,
     tls: ServerTLS | None = None,
+    acl: bool = False,
 ) -> RedisServer:
     """Start redis-server bound to 127.0.0.1 on a free port and wait until it answers PING.
+
+    With ``acl`` it runs with the ACL file the redis role writes (roles/redis/templates/users.acl.j2
+    with the role's default rules: the default user off, ``celery`` and ``exporter`` users with
+    random passwords), and its URL logs in as ``celery``.
 
     With ``tls`` it listens with TLS on a second free port (``--tls-port``) and, unless
     ``tls.plain_port``, on no plain TCP port (``--port 0``; ``port`` is then one nothing
@@ -115,7 +126,12 @@ def start_redis(
         "--daemonize", "no",
         "--logfile", str(workdir / "redis.log"),
     ]  # fmt: skip
-    if password:
+    username = None
+    if acl:
+        username, password = "celery", secrets.token_urlsafe(24)
+        (workdir / "users.acl").write_text(_role_acl(password))
+        args += ["--aclfile", str(workdir / "users.acl")]
+    elif password:
         args += ["--requirepass", password]
     tls_port = 0
     if tls is not None:
@@ -132,11 +148,24 @@ def start_redis(
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     client_cert = tls.ca.issue(f"client-{tls_port}", client=True) if tls else None
     server = RedisServer(
-        port=port, workdir=workdir, process=process, password=password, args=args, tls=tls,
-        tls_port=tls_port, client_cert=client_cert,
+        port=port, workdir=workdir, process=process, password=password, username=username,
+        args=args, tls=tls, tls_port=tls_port, client_cert=client_cert,
     )  # fmt: skip
     _wait_until_up(server)
     return server
+
+
+def _role_acl(celery_password: str) -> str:
+    """The redis role's ACL file, rendered with its defaults (one source for the rules)."""
+    role = Path(__file__).resolve().parents[2] / "roles" / "redis"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
+    env.filters["hash"] = lambda value, kind: hashlib.new(kind, value.encode()).hexdigest()
+    env.filters["bool"] = bool
+    return env.from_string((role / "templates" / "users.acl.j2").read_text()).render(
+        {**defaults, "redis_celery_password": celery_password,
+         "redis_exporter_password": secrets.token_urlsafe(24)}
+    )  # fmt: skip
 
 
 def _wait_until_up(server: RedisServer, timeout: float = 30) -> None:
