@@ -345,6 +345,8 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
     connection_broke_at: ClassVar[float] = 0.0
     #: this process's last heartbeat, and its consumers by name
     process_beat_at: ClassVar[float] = 0.0
+    #: when this process's heartbeats got through again after a gap (the break it found so)
+    process_resumed_at: ClassVar[float] = 0.0
     consumers: ClassVar[weakref.WeakValueDictionary[str, ReliableChannel]] = (
         weakref.WeakValueDictionary()
     )
@@ -507,8 +509,10 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             self._beating_since = self._beating_since or now
             last, ReliableChannel.process_beat_at = ReliableChannel.process_beat_at, now
             if last and now - last > 2 * self.inflight_refresh_interval + 1:
-                # No heartbeat got through for a while: the connection broke.
+                # No heartbeat got through for a while: the connection broke (or this process
+                # was stuck in a call to the Redis that was gone, and noticed nothing).
                 ReliableChannel.connection_broke_at = last
+                ReliableChannel.process_resumed_at = now
                 self._find_abandoned(last)
             if ReliableChannel.abandoned:
                 try:
@@ -522,11 +526,14 @@ class ReliableChannel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is un
             spare = None
             broke_at = ReliableChannel.connection_broke_at
             margin = 2 * self.inflight_refresh_interval
-            down_for = self._beating_since - broke_at + margin
-            if broke_at and now - self._beating_since < self.inflight_grace + reconnect_pause(
-                down_for
-            ):
-                spare = (broke_at - margin, self._beating_since)
+            # Back since: this consumer's first beat, or, for a consumer that lived through the
+            # break without noticing it (its process blocked in a call meanwhile), the beat that
+            # found the gap. Either way the others' broken connections are spared from then on.
+            resumed = ReliableChannel.process_resumed_at
+            back = max(self._beating_since, resumed if resumed > broke_at else 0.0)
+            down_for = back - broke_at + margin
+            if broke_at and now - back < self.inflight_grace + reconnect_pause(down_for):
+                spare = (broke_at - margin, back)
             try:
                 self.restore_orphans(now - self.inflight_grace, spare=spare)
             except self.connection_errors:

@@ -220,6 +220,7 @@ def test_after_an_outage_a_worker_reconnecting_later_in_the_backoff_is_not_swept
     _take(mine, f"{queue}-mine")  # consumes: has active queues
     channel = mine.default_channel
     monkeypatch.setattr(ReliableChannel, "process_beat_at", now)  # no gap seen again
+    monkeypatch.setattr(ReliableChannel, "process_resumed_at", 0.0)  # a new consumer's case
     channel._alive_at = now
     for beating_for, swept in ((GRACE + 2, False), (GRACE + 20, True)):
         channel._beating_since = now - beating_for  # reconnected that long ago
@@ -228,6 +229,37 @@ def test_after_an_outage_a_worker_reconnecting_later_in_the_backoff_is_not_swept
         assert (client.zscore(REGISTRY, other.default_channel.inflight_key) is None) is swept
     assert client.llen(queue) == 1  # back once, counted as one death
     assert int(client.get(DEAD) or 0) == dead_before + 1
+
+
+def test_a_consumer_stuck_through_an_outage_spares_the_others_broken_consumers(
+    connect: Any, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose main process was blocked in a call to Redis for the whole outage (a
+    reject retrying its connection) never noticed the break: its consumer is the old one, beating
+    since long before. Its first heartbeat after the outage finds the gap, and from then on the
+    other workers' broken consumers are spared as after a reconnect (chaos-quick's outage run
+    swept three of them as dead before)."""
+    client = redis_server.client(0)
+    queue = f"hb-{uuid.uuid4().hex[:6]}"
+    now = time.time()
+    broke_at = now - 31  # its last heartbeat before the 30 s outage
+    # Another worker's (another host's) consumer, silent since the break.
+    other = f"{REGISTRY}:other-host:4242:{uuid.uuid4().hex[:12]}"
+    client.zadd(REGISTRY, {other: broke_at - 1})
+    monkeypatch.setattr(ReliableChannel, "connection_broke_at", 0.0)
+    monkeypatch.setattr(ReliableChannel, "process_resumed_at", 0.0)
+    mine = connect(inflight_grace=GRACE)
+    mine.SimpleQueue(queue).put({"n": 0})
+    _take(mine, queue)
+    channel = mine.default_channel
+    monkeypatch.setattr(ReliableChannel, "process_beat_at", broke_at)  # then nothing for 31 s
+    channel._beating_since = now - 600  # the same consumer since long before the outage
+    channel._alive_at = broke_at
+    channel._swept_at = 0.0
+    channel.maybe_refresh_binding_expiry()
+    assert ReliableChannel.connection_broke_at == broke_at
+    assert client.zscore(REGISTRY, other) is not None, "swept as dead"
+    client.zrem(REGISTRY, other)
 
 
 def test_with_a_global_keyprefix_every_key_is_under_it_and_the_sweep_works(
